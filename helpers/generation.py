@@ -1,0 +1,88 @@
+"""Batched generation done right: eval mode, left padding, chat template, stop at EOS.
+
+After ``trainer.train()`` a model is left in train mode (dropout on, and with
+gradient checkpointing the KV cache off); batched greedy generation from it can
+produce garbage. ``generate`` switches to eval mode and restores the previous
+mode afterwards, so calling it never changes the model's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+Messages = list[dict[str, str]]
+
+
+def _as_messages(prompt: str | Messages, system_prompt: str | None) -> Messages:
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+        if system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        return messages
+    if isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt):
+        return prompt
+    raise TypeError(
+        "A prompt is a string (the user's message) or a list of {'role', 'content'} "
+        f"messages; got {type(prompt).__name__}."
+    )
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: str | Messages | Sequence[str | Messages],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    system_prompt: str | None = None,
+) -> str | list[str]:
+    """Greedy answers to one prompt (returns a str) or to many (returns a list).
+
+    A prompt is the user's text or a list of chat messages; the chat template is
+    applied with the assistant turn opened. Decoding is greedy, so the same
+    model gives the same answers.
+    """
+    single = isinstance(prompts, str) or (
+        isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], dict)
+    )
+    batch = [prompts] if single else list(prompts)
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("max_new_tokens and batch_size must be at least 1.")
+    texts = [
+        tokenizer.apply_chat_template(
+            _as_messages(p, system_prompt), tokenize=False, add_generation_prompt=True
+        )
+        for p in batch
+    ]
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"  # new tokens must follow the prompt directly
+    answers: list[str] = []
+    try:
+        device = next(model.parameters()).device
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            answers += [
+                t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            ]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return answers[0] if single else answers

@@ -1,0 +1,101 @@
+"""What the machine can do: device, native bf16, 4-bit/8-bit quantization.
+
+Every default that depends on hardware (dtype, autocast, quantization backend) is
+decided here, from what the hardware really supports, never from a guess. bf16
+on a CPU without bf16 instructions is *emulated*: it works, but a matrix
+multiply runs many times slower than in fp32, so we only turn it on where it
+is native.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+
+
+def device_name() -> str:
+    """The best device for training: "cuda", "mps" or "cpu"."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.cache
+def bf16_native(device: str | None = None) -> bool:
+    """True when bf16 matmuls run in hardware on `device` (not emulated).
+
+    CUDA: compute capability 8.0 (Ampere) or newer. CPU: oneDNN reports bf16
+    support (AVX512-BF16 or AMX). MPS: no, bf16 there is not reliably fast.
+    """
+    device = device or device_name()
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    if device == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return False
+
+
+def bitsandbytes_available() -> bool:
+    """True when bitsandbytes is installed (it has a CPU backend since 0.45)."""
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A summary a learner can print: what runs where, and why."""
+
+    device: str
+    device_label: str
+    threads: int
+    bf16_native: bool
+    cpu_capability: str
+    bitsandbytes: bool
+
+    def __str__(self) -> str:
+        return "\n".join(
+            [
+                f"device:            {self.device} ({self.device_label})",
+                f"torch threads:     {self.threads}",
+                f"native bf16:       {self.bf16_native}",
+                f"CPU instructions:  {self.cpu_capability}",
+                f"bitsandbytes:      {self.bitsandbytes}",
+            ]
+        )
+
+
+def describe() -> Hardware:
+    """Detect the hardware once and return a printable summary."""
+    device = device_name()
+    if device == "cuda":
+        label = torch.cuda.get_device_name(0)
+    elif device == "mps":
+        label = "Apple GPU"
+    else:
+        label = "CPU"
+    return Hardware(
+        device=device,
+        device_label=label,
+        threads=torch.get_num_threads(),
+        bf16_native=bf16_native(device),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        bitsandbytes=bitsandbytes_available(),
+    )
