@@ -50,7 +50,7 @@ notebooks: setup
 	$(BIN)/python -m helpers.notebooks execute notebooks/*.ipynb
 
 test: setup lint
-	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/sanitize.cfg \
+	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		--nbval-cell-timeout=$(NB_TIMEOUT) tests notebooks
 
 clean:

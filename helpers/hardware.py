@@ -40,17 +40,23 @@ def _cpu_flags() -> set[str]:
 def bf16_native(device: str | None = None) -> bool:
     """True when bf16 matmuls run in hardware on `device` (not emulated).
 
-    CUDA: compute capability 8.0 (Ampere) or newer. CPU: oneDNN reports bf16
-    support (AVX512-BF16 or AMX). MPS: no, bf16 there is not reliably fast.
+    CUDA: compute capability 8.0 (Ampere) or newer. CPU: oneDNN must report bf16
+    support, and on an x86 CPU whose flags we can read, the CPU must also have real
+    bf16 instructions (AVX512-BF16 or AMX-BF16): oneDNN already says yes for any
+    AVX-512 CPU, where bf16 is converted in software and is no faster than fp32.
+    MPS: no, bf16 there is not reliably fast.
     """
     device = device or device_name()
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
     if device == "cpu":
+        flags = _cpu_flags()
+        if "avx2" in flags and not {"avx512_bf16", "amx_bf16"} & flags:
+            return False  # an x86 CPU without bf16 instructions
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
-            return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+            return bool({"avx512_bf16", "amx_bf16"} & flags)
     return False
 
 

@@ -19,6 +19,18 @@ def test_unknown_model_name_lists_the_valid_ones():
         assert repr(name) in str(err.value)
 
 
+def test_hub_id_offline_and_not_cached_says_why(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE=1 forbids downloading"):
+        helpers.load_model("someorg/not-a-cached-model")
+
+
+def test_a_local_checkpoint_folder_loads_like_a_course_model():
+    path = helpers.prepare_model("tiny-random-smollm2")
+    model, tokenizer = helpers.load_model(str(path), device="cpu")
+    assert model.config.num_hidden_layers == 2 and tokenizer.eos_token == "<|im_end|>"
+
+
 def test_unknown_quantization_is_refused():
     with pytest.raises(ValueError, match="'3bit' is not one of"):
         helpers.load_model("tiny-random-smollm2", quantization="3bit")
@@ -270,3 +282,22 @@ def test_evaluate_task_scores_a_model_that_copies_the_reference(yoda, monkeypatc
 def test_hardware_summary_is_printable():
     text = str(helpers.describe_hardware())
     assert "device:" in text and "native bf16:" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "onednn_says", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512bw"}, True, False),  # AVX-512 without bf16: emulated
+        ({"avx2", "avx512f", "avx512_bf16"}, True, True),
+        ({"avx2", "amx_bf16"}, True, True),
+        ({"avx2"}, False, False),
+    ],
+)
+def test_bf16_native_on_cpu_needs_bf16_instructions(monkeypatch, flags, onednn_says, expected):
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_says)
+    hardware.bf16_native.cache_clear()
+    try:
+        assert hardware.bf16_native("cpu") is expected
+    finally:
+        hardware.bf16_native.cache_clear()

@@ -1,0 +1,191 @@
+"""Exercise checks for every chapter: ``helpers.exercises.check("01.1", answer)``.
+
+Each exercise is registered here once, with its expected answer *computed* (from
+``torch.finfo``, a parameter count, ...) rather than typed in, a comparison with a
+tolerance where one makes sense, and hints for the usual wrong answers. ``check``
+prints one line that depends only on the answer, never on the machine:
+
+    Exercise 01.1: correct
+    Exercise 01.1: not yet: <a hint that does not give the answer away>
+
+so a re-executed notebook stores the same verdict everywhere (nbval compares it),
+and an instructor's re-run shows whether a student's answers are right.
+
+Adding a chapter's exercises: write ``helpers/exercises/chNN.py`` that calls
+``register`` with a ``number``, ``one_of`` or ``same_set`` comparison (or your own
+function). Every ``ch*.py`` module in this package is imported at the end of this
+file, so a new chapter needs no other edit; its right and wrong answers go in
+``tests/test_exercises_chNN.py`` (``RIGHT`` and ``WRONG``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Hint = Callable[[Any, Any], "str | None"]
+"""A hint rule: (answer, expected) -> a hint when the rule recognises the mistake, else None."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: how to compute its answer, how to compare, what to say when wrong."""
+
+    id: str
+    question: str
+    solution: Callable[[], Any]  # computed when first needed, so importing stays cheap
+    compare: Callable[[Any, Any], bool]
+    hints: tuple[Hint, ...] = ()
+    fallback_hint: str = "check your reasoning and try again"
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+class _Missing(Exception):
+    """The answer cannot be compared at all (blank, wrong type); the message says why."""
+
+
+def register(
+    exercise_id: str,
+    question: str,
+    solution: Callable[[], Any],
+    compare: Callable[[Any, Any], bool],
+    *,
+    hints: Sequence[Hint] = (),
+    fallback_hint: str = "check your reasoning and try again",
+) -> Exercise:
+    """Add an exercise to the registry (ids are "chapter.number", e.g. "01.2")."""
+    if exercise_id in EXERCISES:
+        raise ValueError(f"exercise {exercise_id!r} is registered twice")
+    exercise = Exercise(exercise_id, question, solution, compare, tuple(hints), fallback_hint)
+    EXERCISES[exercise_id] = exercise
+    return exercise
+
+
+def solution(exercise_id: str) -> Any:
+    """The expected answer (for instructors and tests; learners should try first)."""
+    return _get(exercise_id).solution()
+
+
+def verdict(exercise_id: str, answer: Any) -> tuple[bool, str]:
+    """(correct, the one-line verdict) without printing it."""
+    exercise = _get(exercise_id)
+    prefix = f"Exercise {exercise_id}"
+    if answer is None or answer is Ellipsis:
+        return False, f"{prefix}: not yet: replace the ... with your answer and run the cell"
+    expected = exercise.solution()
+    try:
+        if exercise.compare(answer, expected):
+            return True, f"{prefix}: correct"
+    except _Missing as why:
+        return False, f"{prefix}: not yet: {why}"
+    for rule in exercise.hints:
+        try:
+            hint = rule(answer, expected)
+        except _Missing:
+            hint = None
+        if hint:
+            return False, f"{prefix}: not yet: {hint}"
+    return False, f"{prefix}: not yet: {exercise.fallback_hint}"
+
+
+def check(exercise_id: str, answer: Any) -> bool:
+    """Print whether `answer` is right (one stable line) and return True or False."""
+    correct, line = verdict(exercise_id, answer)
+    print(line)
+    return correct
+
+
+def _get(exercise_id: str) -> Exercise:
+    if exercise_id not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES))
+        raise KeyError(f"No exercise {exercise_id!r}. Known exercises: {known}")
+    return EXERCISES[exercise_id]
+
+
+# --- comparisons ---------------------------------------------------------------------------
+
+
+def as_number(answer: Any) -> float:
+    """A real number from an int, float, numpy scalar or one-element tensor; else _Missing."""
+    if isinstance(answer, bool):
+        raise _Missing("give a number, not True/False")
+    if isinstance(answer, str):
+        raise _Missing("give a number, not a string (no quotes)")
+    if hasattr(answer, "item"):  # numpy scalar or array, torch tensor
+        try:
+            answer = answer.item()
+        except (ValueError, RuntimeError) as err:
+            raise _Missing("give a single number") from err
+    try:
+        return float(answer)
+    except (TypeError, ValueError) as err:
+        raise _Missing(f"give a single number, not a {type(answer).__name__}") from err
+
+
+def number(rel_tol: float = 0.0, abs_tol: float = 0.0) -> Callable[[Any, Any], bool]:
+    """Compare as numbers: equal within `rel_tol` (relative) or `abs_tol` (absolute)."""
+
+    def compare(answer, expected):
+        value = as_number(answer)
+        if math.isinf(expected) or math.isinf(value):
+            return value == expected
+        return math.isclose(value, float(expected), rel_tol=rel_tol, abs_tol=abs_tol)
+
+    return compare
+
+
+def same_set(answer: Any, expected: Iterable) -> bool:
+    """Compare as sets of numbers: order and repeats do not matter."""
+    if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
+        raise _Missing("give a list of numbers, e.g. [1.0, 2.0]")
+    return {as_number(a) for a in answer} == {float(e) for e in expected}
+
+
+def one_of(choices: Iterable[str]) -> Callable[[Any, Any], bool]:
+    """Compare a word from a fixed list of choices, ignoring case and surrounding spaces."""
+    allowed = tuple(choices)
+
+    def compare(answer, expected):
+        if not isinstance(answer, str) or answer.strip().lower() not in allowed:
+            raise _Missing(f"answer with one of: {', '.join(repr(c) for c in allowed)}")
+        return answer.strip().lower() == expected
+
+    return compare
+
+
+def near_ratio(ratio: float, hint: str, rel_tol: float = 0.02) -> Hint:
+    """A hint rule: fires when answer / expected is about `ratio` (a factor-sized mistake)."""
+
+    def rule(answer, expected):
+        value = as_number(answer)
+        return hint if math.isclose(value, float(expected) * ratio, rel_tol=rel_tol) else None
+
+    return rule
+
+
+def near_value(value: float, hint: str, rel_tol: float = 1e-9) -> Hint:
+    """A hint rule: fires when the answer is about `value` (a known wrong answer)."""
+
+    def rule(answer, expected):
+        got = as_number(answer)
+        if math.isinf(value) or math.isinf(got):
+            return hint if got == value else None
+        return hint if math.isclose(got, value, rel_tol=rel_tol) else None
+
+    return rule
+
+
+def _register_all_chapters() -> None:
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if module.startswith("ch"):
+            importlib.import_module(f"{__name__}.{module}")
+
+
+_register_all_chapters()

@@ -1,0 +1,107 @@
+"""helpers.exercises: every exercise accepts its answer, rejects wrong ones, says so stably."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers import exercises
+
+
+def _collect_cases() -> tuple[dict, dict]:
+    """RIGHT and WRONG answers from every chapter's tests/test_exercises_chNN.py."""
+    right, wrong = {}, {}
+    for path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
+        spec = importlib.util.spec_from_file_location(f"_cases_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        right.update(module.RIGHT)
+        wrong.update(module.WRONG)
+    return right, wrong
+
+
+RIGHT, WRONG = _collect_cases()
+
+VERDICT = re.compile(r"^Exercise \d\d\.\d+: (correct|not yet: \S.*)$")
+
+
+def test_every_exercise_has_right_and_wrong_cases():
+    assert set(exercises.EXERCISES) == set(RIGHT) == set(WRONG)
+
+
+@pytest.mark.parametrize("exercise_id", sorted(exercises.EXERCISES))
+def test_the_solution_is_accepted(exercise_id):
+    assert exercises.verdict(exercise_id, exercises.solution(exercise_id)) == (
+        True,
+        f"Exercise {exercise_id}: correct",
+    )
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer"), [(i, a) for i, answers in RIGHT.items() for a in answers]
+)
+def test_right_answers_in_other_forms_are_accepted(exercise_id, answer):
+    assert exercises.verdict(exercise_id, answer)[0]
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "hint"),
+    [(i, a, h) for i, cases in WRONG.items() for a, h in cases],
+)
+def test_wrong_answers_are_rejected_with_a_hint(exercise_id, answer, hint):
+    correct, line = exercises.verdict(exercise_id, answer)
+    assert not correct
+    assert line.startswith(f"Exercise {exercise_id}: not yet: ")
+    assert hint in line
+    assert VERDICT.match(line)
+    assert exercises.verdict(exercise_id, answer) == (correct, line)  # deterministic
+
+
+@pytest.mark.parametrize("blank", [None, ...])
+def test_a_blank_answer_asks_for_one(blank):
+    correct, line = exercises.verdict("01.2", blank)
+    assert not correct
+    assert line == "Exercise 01.2: not yet: replace the ... with your answer and run the cell"
+
+
+def test_check_prints_one_line_and_returns_a_bool(capsys):
+    assert exercises.check("01.2", 65504) is True
+    assert exercises.check("01.2", 65535) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Exercise 01.2: correct"
+    assert lines[1].startswith("Exercise 01.2: not yet: ")
+    assert len(lines) == 2
+
+
+def test_unknown_exercise_names_the_known_ones():
+    with pytest.raises(KeyError, match="01.1, 01.2"):
+        exercises.check("99.9", 1)
+
+
+def test_registering_a_new_exercise_and_twice():
+    try:
+        exercises.register(
+            "99.1",
+            "2 + 2?",
+            lambda: 4,
+            exercises.number(abs_tol=0.1),
+            hints=[exercises.near_value(5, "that is 2 + 3")],
+        )
+        assert exercises.check("99.1", 4.05)
+        assert exercises.verdict("99.1", 5)[1] == "Exercise 99.1: not yet: that is 2 + 3"
+        assert exercises.verdict("99.1", 7)[1].endswith("try again")
+        with pytest.raises(ValueError, match="twice"):
+            exercises.register("99.1", "again", lambda: 4, exercises.number())
+    finally:
+        exercises.EXERCISES.pop("99.1", None)
+
+
+def test_one_of_comparison():
+    compare = exercises.one_of(["bf16", "fp16"])
+    assert compare(" BF16 ", "bf16")
+    assert not compare("fp16", "bf16")
+    with pytest.raises(Exception, match="one of: 'bf16', 'fp16'"):
+        compare("int8", "bf16")
