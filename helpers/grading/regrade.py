@@ -293,10 +293,15 @@ def format_report(report: Report) -> str:
         "",
         "Outputs (fresh run vs stored, strict nbval rules):",
     ]
-    for cell in report.failed_cells():
+    failed = report.failed_cells()
+    for cell in (c for c in failed if c.status != "not run"):
         lines.append(f"  FAIL {cell.status}: {cell.label}")
         if cell.detail:
             lines.append(_indent(cell.detail))
+    not_run = [c for c in failed if c.status == "not run"]
+    if not_run:
+        ids = ", ".join(c.cell_id for c in not_run)
+        lines.append(f"  FAIL not run ({not_run[0].detail}): {len(not_run)} cell(s), ids {ids}")
     counts: dict[str, int] = {}
     for cell in report.cells:
         if cell.passed:
