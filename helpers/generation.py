@@ -38,12 +38,15 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     system_prompt: str | None = None,
+    skip_special_tokens: bool = True,
 ) -> str | list[str]:
     """Greedy answers to one prompt (returns a str) or to many (returns a list).
 
     A prompt is the user's text or a list of chat messages; the chat template is
     applied with the assistant turn opened. Decoding is greedy, so the same
-    model gives the same answers.
+    model gives the same answers. With ``skip_special_tokens=False`` an answer keeps
+    the special tokens the model wrote, up to and including the end-of-sequence token
+    where it stopped (the padding after it is dropped), so you can see whether it did.
     """
     single = isinstance(prompts, str) or (
         isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], dict)
@@ -78,9 +81,13 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+            if not skip_special_tokens:  # cut after the first EOS: the rest is padding
+                eos = tokenizer.eos_token_id
+                new_tokens = [t[: t.index(eos) + 1] if eos in t else t for t in new_tokens]
             answers += [
-                t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                t.strip()
+                for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)
             ]
     finally:
         tokenizer.padding_side = side

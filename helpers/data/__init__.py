@@ -74,7 +74,10 @@ def load_dataset(name: str, split: str | None = None):
 
 
 # What each trl data format needs; used to name the problem when a data set does not fit.
+# trl looks for "input_ids" first: a data set that has it is used as is (no chat template,
+# no EOS added; without a "labels" column every token carries loss).
 FORMATS = {
+    "tokenized": ({"input_ids"}, "an 'input_ids' column of token ids (already tokenized)"),
     "language modelling": ({"text"}, "a 'text' column of strings"),
     "conversational": ({"messages"}, "a 'messages' column of [{'role': ..., 'content': ...}]"),
     "prompt-completion": ({"prompt", "completion"}, "'prompt' and 'completion' columns"),
