@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import torch
 
 from .generation import generate
 
@@ -62,3 +66,54 @@ def evaluate_task(
         hits[shape] += exact_match(pred, ref)
     per_shape = {s: (hits[s], totals[s]) for s in totals}
     return TaskResult(sum(hits.values()), len(rows), per_shape, predictions)
+
+
+@torch.no_grad()
+def perplexity(
+    model,
+    tokenizer,
+    texts: str | Sequence[str],
+    *,
+    max_length: int = 256,
+    batch_size: int = 4,
+) -> float:
+    """Perplexity of `model` on `texts`: exp of the mean negative log-likelihood per token.
+
+    Each text is tokenized on its own and cut to its first `max_length` tokens; every token
+    after the first is predicted from the ones before it, and the mean is taken over all
+    predicted tokens of all texts (a long text weighs more than a short one). Padding never
+    counts, so the result does not depend on `batch_size`. Lower is better; a model that
+    guessed uniformly among V tokens would score V. The model is put in eval mode and its
+    previous mode restored.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings.")
+    if max_length < 2 or batch_size < 1:
+        raise ValueError("max_length must be at least 2 and batch_size at least 1.")
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "right"
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+            ).to(device)
+            logits = model(**enc).logits[:, :-1].float()
+            targets = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
+            total_nll += torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum"
+            ).item()
+            total_tokens += int((targets != -100).sum())
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    if total_tokens == 0:
+        raise ValueError("no token to predict: every text is shorter than 2 tokens.")
+    return math.exp(total_nll / total_tokens)

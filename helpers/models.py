@@ -26,6 +26,7 @@ import torch
 from . import hardware
 
 QUANTIZATIONS = (None, "8bit", "4bit")
+QUANT_TYPES_4BIT = ("nf4", "fp4")
 
 
 @dataclass(frozen=True)
@@ -178,13 +179,34 @@ def prepare_model(name: str = DEFAULT_MODEL) -> Path:
     return _write_atomically(target, lambda out: _convert_gguf(spec, out))
 
 
-def quantization_config(quantization: str | None, device: str | None = None):
-    """The bitsandbytes config for "8bit" or "4bit" (NF4, double quantization), or None."""
+def quantization_config(
+    quantization: str | None,
+    device: str | None = None,
+    *,
+    quant_type: str | None = None,
+    double_quant: bool | None = None,
+):
+    """The bitsandbytes config for "8bit" or "4bit", or None.
+
+    "4bit" means NF4 with double quantization unless `quant_type` ("nf4" or "fp4") or
+    `double_quant` (True or False) say otherwise; those two apply to "4bit" only.
+    """
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"quantization={quantization!r} is not one of {QUANTIZATIONS}: "
             "use None for full precision, '8bit' or '4bit' for bitsandbytes."
         )
+    if quantization != "4bit" and (quant_type is not None or double_quant is not None):
+        raise ValueError(
+            f"quant_type and double_quant choose a 4-bit format; with quantization="
+            f"{quantization!r} leave them out (or use quantization='4bit')."
+        )
+    quant_type = "nf4" if quant_type is None else quant_type
+    if quant_type not in QUANT_TYPES_4BIT:
+        raise ValueError(f"quant_type={quant_type!r}: use one of {QUANT_TYPES_4BIT}.")
+    if double_quant is not None and not isinstance(double_quant, bool):
+        raise ValueError(f"double_quant={double_quant!r}: use True or False.")
+    double_quant = True if double_quant is None else double_quant
     if quantization is None:
         return None
     device = device or hardware.device_name()
@@ -206,8 +228,8 @@ def quantization_config(quantization: str | None, device: str | None = None):
     compute = torch.bfloat16 if hardware.bf16_native(device) else torch.float32
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute,
         bnb_4bit_quant_storage=torch.uint8,
     )
@@ -238,11 +260,15 @@ def load_model(
     dtype: torch.dtype | None = None,
     device: str | None = None,
     attn_implementation: str = "sdpa",
+    quant_type: str | None = None,
+    double_quant: bool | None = None,
 ):
     """Load a causal LM and its tokenizer: ``model, tokenizer = load_model(...)``.
 
     name: a course model (see ``MODELS``), a local checkpoint folder, or a hub id.
     quantization: None, "8bit" or "4bit" (bitsandbytes NF4 with double quantization).
+    quant_type, double_quant: 4-bit variants: ``quant_type="fp4"`` for FP4 instead of NF4,
+    ``double_quant=False`` to keep the per-block scales in fp32 (chapter 02 compares them).
     dtype: weight dtype for the non-quantized parts; default from ``default_dtype``.
     The model is returned in eval mode, on `device` (default: the best available).
     """
@@ -252,7 +278,9 @@ def load_model(
     # Loading bars print timings to stderr: noise in a notebook, and never equal under nbval.
     hf_logging.disable_progress_bar()
     device = device or hardware.device_name()
-    bnb_config = quantization_config(quantization, device)
+    bnb_config = quantization_config(
+        quantization, device, quant_type=quant_type, double_quant=double_quant
+    )
     path = _resolve(name)
     dtype = dtype or default_dtype(device)
     kwargs = {"dtype": dtype, "attn_implementation": attn_implementation}
@@ -271,6 +299,10 @@ def load_model(
         raise
     if bnb_config is None:
         model.to(device)
+    if quantization == "8bit":
+        from .quantization import log_once
+
+        log_once()  # an 8-bit layer logs the same warning on every call: show it once
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
