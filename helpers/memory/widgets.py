@@ -1,0 +1,506 @@
+"""Two memory widgets: a calculator for the estimator, and a live monitor for training.
+
+Both are built from ipywidgets' core controls only (sliders, dropdowns, a checkbox,
+an HTML line and an Image), which JupyterLab and Colab render without extensions.
+Where there is no widget front end (a plain ``python`` process, a terminal IPython)
+or ipywidgets is not installed, both fall back to plain text: the calculator prints
+its table, the monitor prints one line per logging step.
+
+Under nbval: a widget's output is stored as two parts, the widget view (a model id
+that changes on every run; nbval 0.11 skips that key) and a ``text/plain`` line that
+nbval compares. The calculator's text line is a summary of its settings and
+prediction, the same on every machine. Its picture is the value of an ``Image``
+widget, sent to the browser as widget state, not as a cell output, so nothing
+machine-dependent lands in the stored outputs. The monitor's numbers depend on the
+machine, so the cell that trains with it is tagged ``nbval-ignore-output``.
+
+Stable labels of the calculator's controls (their ``description``), for people and
+for browser tests; each control also carries the CSS class
+``memory-calculator-<key>`` and the whole widget ``memory-calculator``:
+
+========================  =====================  ==================================
+key                        description            values
+========================  =====================  ==================================
+batch_size                 "batch size"           1, 2, 4, ..., 64
+seq_len                    "sequence length"      32, 64, ..., 4096
+dtype                      "weights dtype"        fp32, bf16, fp16
+quantization               "quantization"         none, 8bit, 4bit
+method                     "fine-tuning"          full, LoRA
+lora_rank                  "LoRA rank"            4, 8, ..., 128
+gradient_checkpointing     "gradient checkpointing"  on / off
+mixed_precision            "mixed precision"      none, bf16, fp16
+attn_implementation        "attention"            sdpa, eager
+optimizer                  "optimizer"            adamw, sgd
+budget_gb                  "memory (GB)"          0.5 to 1024
+========================  =====================  ==================================
+
+The picture is the ``Image`` with class ``memory-calculator-chart``; the verdict line
+("fits in 8 GB: yes") is the HTML with class ``memory-calculator-verdict``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from typing import Any
+
+from .estimate import MemoryEstimate, estimate_training_memory
+from .measure import _proc_status_bytes, _reset_peak_rss, rss_bytes
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+SEQ_LENS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+LORA_RANKS = (4, 8, 16, 32, 64, 128)
+
+LABELS = {
+    "batch_size": "batch size",
+    "seq_len": "sequence length",
+    "dtype": "weights dtype",
+    "quantization": "quantization",
+    "method": "fine-tuning",
+    "lora_rank": "LoRA rank",
+    "gradient_checkpointing": "gradient checkpointing",
+    "mixed_precision": "mixed precision",
+    "attn_implementation": "attention",
+    "optimizer": "optimizer",
+    "budget_gb": "memory (GB)",
+}
+"""The calculator's control labels (stable: browser tests and the chapter rely on them)."""
+
+
+def widgets_available() -> bool:
+    """True when ipywidgets imports and we run in a Jupyter kernel (a widget front end).
+
+    False in a plain ``python`` process, in a terminal IPython, and without ipywidgets.
+    """
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float):
+    """A matplotlib figure that pyplot does not know (so it is never shown by itself)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+# --- the calculator ------------------------------------------------------------------------
+
+
+class MemoryCalculator:
+    """The estimator with controls: change a setting, see the predicted peak and its parts.
+
+    ``MemoryCalculator(model_or_config, budget_gb=8)`` displays as a widget in Jupyter
+    and as text elsewhere. ``set(batch_size=16, ...)`` changes settings from code (the
+    widget's controls follow); ``estimate`` is the current :class:`MemoryEstimate` (None
+    when the settings make no sense, for example full fine-tuning of 4-bit weights,
+    and ``message`` says why); ``summary()`` is the one-line text the notebook stores.
+    """
+
+    def __init__(
+        self,
+        model_or_config: Any = "smollm2-135m-instruct",
+        *,
+        budget_gb: float = 8.0,
+        batch_size: int = 8,
+        seq_len: int = 128,
+        dtype: str = "fp32",
+        quantization: str | None = None,
+        lora_rank: int | None = 16,
+        gradient_checkpointing: bool = False,
+        mixed_precision: str | None = None,
+        attn_implementation: str = "sdpa",
+        optimizer: str = "adamw",
+    ):
+        self.model_or_config = model_or_config
+        self.settings: dict[str, Any] = {
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "dtype": dtype,
+            "quantization": quantization,
+            "method": "full" if lora_rank is None else "LoRA",
+            "lora_rank": lora_rank or 16,
+            "gradient_checkpointing": gradient_checkpointing,
+            "mixed_precision": mixed_precision,
+            "attn_implementation": attn_implementation,
+            "optimizer": optimizer,
+            "budget_gb": float(budget_gb),
+        }
+        self.estimate: MemoryEstimate | None = None
+        self.message = ""
+        self.controls: dict[str, Any] = {}
+        self.widget = None
+        self._updates = 0
+        self._recompute()
+        if widgets_available():
+            self._build_widget()
+
+    # settings -> estimate
+    def _recompute(self) -> None:
+        s = self.settings
+        try:
+            self.estimate = estimate_training_memory(
+                self.model_or_config,
+                batch_size=s["batch_size"],
+                seq_len=s["seq_len"],
+                dtype=s["dtype"],
+                quantization=s["quantization"],
+                lora_rank=None if s["method"] == "full" else s["lora_rank"],
+                optimizer=s["optimizer"],
+                gradient_checkpointing=s["gradient_checkpointing"],
+                mixed_precision=s["mixed_precision"],
+                attn_implementation=s["attn_implementation"],
+            )
+            self.message = ""
+        except ValueError as err:
+            self.estimate = None
+            self.message = str(err)
+
+    def set(self, **changes: Any) -> MemoryCalculator:
+        """Change settings (keys as in ``LABELS``) and recompute; returns self."""
+        unknown = set(changes) - set(self.settings)
+        if unknown:
+            raise KeyError(f"unknown settings {sorted(unknown)}; known: {sorted(self.settings)}")
+        self.settings.update(changes)
+        if self.widget is not None:
+            for key, value in changes.items():
+                self.controls[key].value = _to_control(key, value)
+        self._recompute()
+        self._refresh()
+        return self
+
+    def verdict(self) -> str:
+        """'fits in 8 GB: yes' (or no), or why there is no estimate."""
+        budget = self.settings["budget_gb"]
+        if self.estimate is None:
+            return f"no estimate: {self.message}"
+        answer = "yes" if self.estimate.fits(budget) else "no"
+        return (
+            f"fits in {budget:g} GB: {answer} (predicted peak {self.estimate.total / 1e9:.2f} GB)"
+        )
+
+    def summary(self) -> str:
+        """One line: the settings and the verdict (what the notebook stores as text)."""
+        s = self.settings
+        method = "full" if s["method"] == "full" else f"LoRA r={s['lora_rank']}"
+        return (
+            f"MemoryCalculator(batch {s['batch_size']} x {s['seq_len']}, {s['dtype']}, "
+            f"quantization {s['quantization'] or 'none'}, {method}, "
+            f"checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
+            f"mixed precision {s['mixed_precision'] or 'none'}, {s['attn_implementation']}, "
+            f"{s['optimizer']}; {self.verdict()})"
+        )
+
+    def text(self) -> str:
+        """The full text version: summary, then the estimate's table."""
+        body = self.estimate.table() if self.estimate is not None else self.message
+        return f"{self.summary()}\n{body}"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        if self.widget is None:
+            return {"text/plain": self.text()}
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/plain"] = self.summary()
+        return bundle
+
+    def chart_png(self) -> bytes:
+        """The stacked-bar picture of the current estimate, as PNG bytes."""
+        figure = _new_figure(5.6, 3.4)
+        ax = figure.add_subplot()
+        if self.estimate is None:
+            ax.text(0.5, 0.5, "no estimate for these settings", ha="center", va="center")
+            ax.set_axis_off()
+        else:
+            self.estimate.plot(ax)
+            ax.axhline(
+                self.settings["budget_gb"] * 1e3, color="tab:red", linestyle=":", linewidth=1.5
+            )
+            top = max(self.estimate.total, self.settings["budget_gb"] * 1e9) / 1e6
+            ax.set_ylim(0, top * 1.12)
+        figure.tight_layout()
+        return _png(figure)
+
+    # the widget
+    def _build_widget(self) -> None:
+        import ipywidgets as w
+
+        s = self.settings
+        style = {"description_width": "150px"}
+        layout = w.Layout(width="360px")
+        c = {
+            "batch_size": w.SelectionSlider(options=BATCH_SIZES, value=s["batch_size"]),
+            "seq_len": w.SelectionSlider(options=SEQ_LENS, value=s["seq_len"]),
+            "dtype": w.Dropdown(options=["fp32", "bf16", "fp16"], value=s["dtype"]),
+            "quantization": w.Dropdown(
+                options=["none", "8bit", "4bit"], value=s["quantization"] or "none"
+            ),
+            "method": w.Dropdown(options=["full", "LoRA"], value=s["method"]),
+            "lora_rank": w.SelectionSlider(options=LORA_RANKS, value=s["lora_rank"]),
+            "gradient_checkpointing": w.Checkbox(value=s["gradient_checkpointing"], indent=False),
+            "mixed_precision": w.Dropdown(
+                options=["none", "bf16", "fp16"], value=s["mixed_precision"] or "none"
+            ),
+            "attn_implementation": w.Dropdown(
+                options=["sdpa", "eager"], value=s["attn_implementation"]
+            ),
+            "optimizer": w.Dropdown(options=["adamw", "sgd"], value=s["optimizer"]),
+            "budget_gb": w.BoundedFloatText(value=s["budget_gb"], min=0.5, max=1024, step=0.5),
+        }
+        for key, control in c.items():
+            control.description = LABELS[key]
+            control.style = style
+            control.layout = layout
+            control.add_class(f"memory-calculator-{key.replace('_', '-')}")
+            control.observe(self._on_change(key), names="value")
+        self.controls = c
+        self._image = w.Image(format="png", value=self.chart_png())
+        self._image.add_class("memory-calculator-chart")
+        self._verdict = w.HTML(value=self._verdict_html())
+        self._verdict.add_class("memory-calculator-verdict")
+        self._table = w.HTML(value=self._table_html())
+        self._table.add_class("memory-calculator-table")
+        panel = w.VBox(list(c.values()))
+        self.widget = w.VBox(
+            [w.HBox([panel, self._image]), self._verdict, self._table],
+        )
+        self.widget.add_class("memory-calculator")
+        c["lora_rank"].disabled = s["method"] == "full"
+
+    def _on_change(self, key: str):
+        def handler(change):
+            value = _from_control(key, change["new"])
+            if self.settings.get(key) == value:
+                return
+            self.settings[key] = value
+            if key == "method":
+                self.controls["lora_rank"].disabled = value == "full"
+            self._recompute()
+            self._refresh()
+
+        return handler
+
+    def _refresh(self) -> None:
+        self._updates += 1
+        if self.widget is None:
+            return
+        self._image.value = self.chart_png()
+        self._verdict.value = self._verdict_html()
+        self._table.value = self._table_html()
+
+    def _verdict_html(self) -> str:
+        ok = self.estimate is not None and self.estimate.fits(self.settings["budget_gb"])
+        color = "#2a7a2a" if ok else "#b22222"
+        return f"<b style='color:{color}'>{_escape(self.verdict())}</b>"
+
+    def _table_html(self) -> str:
+        body = self.estimate.table() if self.estimate is not None else self.message
+        return f"<pre style='font-size:12px;line-height:1.25'>{_escape(body)}</pre>"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _to_control(key: str, value: Any) -> Any:
+    if key in {"quantization", "mixed_precision"} and value is None:
+        return "none"
+    return value
+
+
+def _from_control(key: str, value: Any) -> Any:
+    if key in {"quantization", "mixed_precision"} and value == "none":
+        return None
+    return value
+
+
+def memory_calculator(model_or_config: Any = "smollm2-135m-instruct", **settings: Any):
+    """A :class:`MemoryCalculator` (a widget in Jupyter, text elsewhere)."""
+    return MemoryCalculator(model_or_config, **settings)
+
+
+# --- the live monitor ----------------------------------------------------------------------
+
+
+def _training_memory(device: str) -> tuple[int | None, int | None, str]:
+    """(current, peak, what): GPU tensors on CUDA, the process's RSS elsewhere."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.memory_allocated(), torch.cuda.max_memory_allocated(), "GPU tensors"
+    peak = _proc_status_bytes("VmHWM")
+    return rss_bytes(), peak, "process RSS"
+
+
+def _monitor_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+def MemoryMonitor(*args: Any, **kwargs: Any):  # noqa: N802 (a class factory, used like a class)
+    """A ``transformers.TrainerCallback`` that shows memory, step and loss while training.
+
+    ``monitor = MemoryMonitor(); trainer = build_trainer(..., callbacks=[monitor])``.
+    In Jupyter (with ipywidgets) it displays a small panel that updates after every
+    step: step, last logged loss, current and peak memory (the process's RSS on a
+    CPU, the allocator's tensor bytes on CUDA) and a curve of memory per step.
+    Elsewhere it prints one text line per logging step. After training,
+    ``monitor.history`` holds one dict per step (step, loss, memory, peak, seconds).
+    Arguments: ``every`` (redraw the curve every that many steps, default 5) and
+    ``widget`` (force the widget on or off; default: when a front end is there).
+    """
+    return _monitor_class()(*args, **kwargs)
+
+
+_MONITOR_CLASS = None
+
+
+def _monitor_class():
+    global _MONITOR_CLASS
+    if _MONITOR_CLASS is None:
+        _MONITOR_CLASS = type("MemoryMonitor", (_MonitorMixin, _monitor_base()), {})
+        _MONITOR_CLASS.__doc__ = MemoryMonitor.__doc__
+    return _MONITOR_CLASS
+
+
+class _MonitorMixin:
+    def __init__(self, every: int = 5, widget: bool | None = None, stream=None):
+        self.every = max(1, int(every))
+        self.use_widget = widgets_available() if widget is None else bool(widget)
+        self.stream = stream
+        self.history: list[dict[str, Any]] = []
+        self.loss: float | None = None
+        self.max_steps = 0
+        self.device = "cpu"
+        self.what = "process RSS"
+        self.peak_rss_reset = False
+        self._start = 0.0
+        self._panel = None
+
+    # the events the Trainer calls
+    def on_train_begin(self, args, state, control, **kwargs):
+        model = kwargs.get("model")
+        if model is not None:
+            try:
+                self.device = next(model.parameters()).device.type
+            except StopIteration:
+                pass
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak_rss_reset = _reset_peak_rss()
+        self.max_steps = state.max_steps
+        self.history = []
+        self.loss = None
+        self._start = time.perf_counter()
+        _, _, self.what = _training_memory(self.device)
+        if self.use_widget:
+            self._show_panel()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            if self.history:
+                self.history[-1]["loss"] = self.loss
+            if not self.use_widget:
+                self._print_line()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        current, peak, _ = _training_memory(self.device)
+        if peak is None or (self.device != "cuda" and not self.peak_rss_reset):
+            previous = self.history[-1]["peak"] if self.history else 0
+            peak = max(previous or 0, current or 0)
+        self.history.append(
+            {
+                "step": state.global_step,
+                "loss": self.loss,
+                "memory": current,
+                "peak": peak,
+                "seconds": time.perf_counter() - self._start,
+            }
+        )
+        if self._panel is not None:
+            self._update_panel(redraw=state.global_step % self.every == 0)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._panel is not None:
+            self._update_panel(redraw=True)
+
+    # text
+    def line(self) -> str:
+        """The monitor's state in one line of text."""
+        if not self.history:
+            return "memory monitor: no step yet"
+        last = self.history[-1]
+        loss = "n/a" if self.loss is None else f"{self.loss:.4f}"
+        return (
+            f"step {last['step']}/{self.max_steps}  loss {loss}  {self.what} "
+            f"{_mb(last['memory'])} (peak {_mb(last['peak'])})  {last['seconds']:.0f} s"
+        )
+
+    def _print_line(self) -> None:
+        print(self.line(), file=self.stream or sys.stdout, flush=True)
+
+    @property
+    def peak(self) -> int | None:
+        """The highest memory seen during training (bytes)."""
+        values = [h["peak"] for h in self.history if h["peak"] is not None]
+        return max(values) if values else None
+
+    # widget
+    def _show_panel(self) -> None:
+        import ipywidgets as w
+        from IPython.display import display
+
+        self._status = w.HTML(value=f"<b>{_escape(self.line())}</b>")
+        self._progress = w.IntProgress(value=0, min=0, max=max(self.max_steps, 1))
+        self._progress.description = "steps"
+        self._image = w.Image(format="png", value=b"")
+        self._panel = w.VBox([self._progress, self._status, self._image])
+        self._panel.add_class("memory-monitor")
+        display(self._panel)
+
+    def _update_panel(self, redraw: bool) -> None:
+        self._progress.value = min(self.history[-1]["step"], self._progress.max)
+        self._status.value = f"<b>{_escape(self.line())}</b>"
+        if redraw and self.history:
+            self._image.value = self.chart_png()
+
+    def chart_png(self) -> bytes:
+        """Memory (and its peak) per step, as PNG bytes."""
+        figure = _new_figure(5.6, 2.6)
+        ax = figure.add_subplot()
+        steps = [h["step"] for h in self.history]
+        ax.plot(steps, [(h["memory"] or 0) / 1e6 for h in self.history], label="now")
+        ax.plot(steps, [(h["peak"] or 0) / 1e6 for h in self.history], "--", label="peak")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{self.what} (MB)")
+        ax.legend(fontsize=8, loc="lower right")
+        figure.tight_layout()
+        return _png(figure)
+
+
+def _mb(nbytes: int | None) -> str:
+    return "n/a" if nbytes is None else f"{nbytes / 1e6:,.0f} MB"
