@@ -144,18 +144,10 @@ class Shape:
         )
 
     def linears(self) -> dict[str, tuple[int, int]]:
-        """(inputs, outputs) of each linear layer of one decoder layer."""
-        h, i = self.hidden_size, self.intermediate_size
-        q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
-        return {
-            "q_proj": (h, q),
-            "k_proj": (h, kv),
-            "v_proj": (h, kv),
-            "o_proj": (q, h),
-            "gate_proj": (h, i),
-            "up_proj": (h, i),
-            "down_proj": (i, h),
-        }
+        """(inputs, outputs) of each linear layer of one decoder layer (chapter 03's formula)."""
+        from ..lora import projection_shapes
+
+        return projection_shapes(self)
 
     @property
     def layer_linear_parameters(self) -> int:
@@ -180,11 +172,10 @@ class Shape:
         )
 
     def lora_parameters(self, rank: int, targets: tuple[str, ...]) -> int:
-        """r·(inputs + outputs) for each adapted linear layer, over all layers."""
-        per_layer = sum(
-            rank * (a + b) for name, (a, b) in self.linears().items() if name in targets
-        )
-        return self.num_hidden_layers * per_layer
+        """r·(inputs + outputs) for each adapted linear layer, over all layers (chapter 03)."""
+        from ..lora import lora_parameters
+
+        return lora_parameters(self, rank, targets)
 
 
 def quantized_bytes(num_params: int, quantization: str, out_features: int = 0) -> int:
