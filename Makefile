@@ -74,6 +74,12 @@ student: $(STAMP)
 doctor: $(STAMP)
 	$(BIN)/python -m helpers.doctor
 
+# The benchmark: the course's recipe against the classic one, side by side (about 12 min on
+# 2 CPU cores); writes bench/results.json and bench/results.md. Timing every chapter takes
+# longer and is separate: `$(BIN)/python -m helpers.bench course`.
+bench: setup
+	$(BIN)/python -m helpers.bench
+
 test: setup lint
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
 		--nbval-cell-timeout=$(NB_TIMEOUT) tests notebooks
