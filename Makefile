@@ -21,7 +21,7 @@ BROWSER_TEST_PACKAGES := $(shell sed -n 's/^\# browser-test: *//p' requirements.
 BROWSER_STAMP := $(VENV)/.browser-test-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup lab test test-slow test-browser browser-setup lint format notebooks colab regrade student doctor clean
+.PHONY: setup lab test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean
 
 setup: $(STAMP) $(MODEL_STAMP)
 
