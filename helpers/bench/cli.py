@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds for the whole run; optional sections that would not fit are skipped "
-        "(default: 840 for a full run, no limit with --quick; 0: no limit)",
+        "(default: 780 for a full run, no limit with --quick; 0: no limit)",
     )
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
     p.add_argument(

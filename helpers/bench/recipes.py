@@ -21,16 +21,20 @@ What is counted, per step, from the batch the model received (``BatchRecorder``)
 - *loss tokens*: tokens whose label is not -100 (they carry loss);
 - *useful tokens*: loss tokens of the answer (the completion): neither padding nor prompt.
   The classic recipe's useful tokens are its loss tokens after the prompt; the course
-  recipe's loss tokens are all useful, because trl masks the prompt.
+  recipe's loss tokens are all useful, because trl masks the prompt. SmolLM2's pad token
+  is its end-of-turn token, so the classic collator also masks the end of every answer:
+  one useful token fewer per example (the model never learns to stop). Examples per
+  second, which that does not touch, are reported beside useful tokens per second.
 
 Timing (``StepClock``): each optimizer step from its start to its end (forward, backward,
 clipping, the optimizer), inside the real ``Trainer.train()`` loop. The recipes being
 compared train at the same time, in threads that take their steps in turn
 (:class:`Turnstile`), so that a burst of load from other processes hits all of them
-alike. The first step warms up (it creates the optimizer's state) and is left out; the
-figures are medians of the timed steps. One more step is run under
-:class:`helpers.memory.MemoryTracker` for the peak memory; it is not timed, because
-tracking every operation slows it down.
+(memory-bound steps, like full fine-tuning's optimizer, still suffer more: figures from
+a busy machine lean towards the course recipe). The first step warms up (it creates the
+optimizer's state) and is left out; the figures are medians of the timed steps. One
+more step is run under :class:`helpers.memory.MemoryTracker` for the peak memory; it is
+not timed, because tracking every operation slows it down.
 """
 
 from __future__ import annotations
@@ -585,7 +589,3 @@ def loss_head_seconds(weight, tokens: int, repeats: int = 3) -> dict[str, float]
 def fresh(model):
     """An independent copy of a loaded model (LoRA and training change it in place)."""
     return copy.deepcopy(model)
-
-
-def median_or_nan(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
