@@ -186,6 +186,8 @@ def render(results: dict, course: dict | None = None) -> str:
     lines = ["# Benchmark: the course's recipe vs the classic one", ""]
     lines += header(results["meta"]) + [""]
     busy = [name for name, race in results.get("races", {}).items() if race.get("busy")]
+    if results.get("matmul", {}).get("busy"):
+        busy.insert(0, "kernels")
     if busy:
         lines += [
             f"**The machine was busy during: {', '.join(busy)}** (the matmul probe ran below "

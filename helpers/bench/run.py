@@ -904,9 +904,6 @@ def run(
             gc.collect()
 
     results["peaks"] = best_peaks(results)
-    for probed in results["races"].values():
-        median, best = probed.get("fp32_median"), results["peaks"].get("fp32")
-        probed["busy"] = bool(median and best and median < BUSY * best)
     utilization(results)
     results["skipped"] = skipped
     results["tuning"] = tuning(results, skipped, variant_list)
@@ -915,6 +912,16 @@ def run(
     results["sections"] = runner.sections
     write(results, out_dir)
     return results
+
+
+def mark_busy(results: dict) -> None:
+    """Flag the sections whose matmul figures ran below BUSY × the run's best."""
+    best = results["peaks"].get("fp32")
+    for probed in results["races"].values():
+        median = probed.get("fp32_median")
+        probed["busy"] = bool(median and best and median < BUSY * best)
+    kernels = results["matmul"]["fp32"]["flops_per_s"]
+    results["matmul"]["busy"] = bool(best and kernels < BUSY * best)
 
 
 def rewrite(out_dir: str | Path) -> tuple[Path, Path]:
@@ -932,6 +939,7 @@ def write(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write results.json and results.md (with course.json's figures when it exists)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    mark_busy(results)
     course = read_course(out)
     results["goals"] = goals(results, course)
     json_path = out / "results.json"
