@@ -13,10 +13,18 @@ Defaults and why:
   lengths fits without it. Chapter 05 measures the trade.
 - ``report_to="none"``: no tracking service is reachable offline.
 - seeds fixed, so a run is the same run on every machine.
+- the loss sends only the *scored* positions (those whose next token carries
+  loss: the answer) through the 49,152-wide output layer. trl's own loss
+  projects every position, prompt and padding included, and recomputes that
+  in the backward pass; on a CPU the course's way was measured 1.3-1.4x faster
+  per useful token with a quarter less peak memory (``make bench``,
+  ``bench/results.json``), for the same loss. ``build_trainer(..., lm_head="trl")``
+  gives trl's way back.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -169,10 +177,14 @@ def build_trainer(
     peft_config=None,
     eval_dataset=None,
     callbacks=None,
+    lm_head: str = "scored",
 ):
-    """An ``SFTTrainer`` after checking the data format, the model and the LoRA rank."""
+    """An ``SFTTrainer`` after checking the data format, the model and the LoRA rank.
+
+    `lm_head`: ``"scored"`` (the course's default) runs the output layer on the scored
+    positions only; ``"trl"`` keeps trl's loss, which runs it on every position.
+    """
     import datasets
-    from trl import SFTTrainer
 
     # trl tokenizes with datasets.map, whose progress bars print timings nbval cannot compare.
     datasets.disable_progress_bars()
@@ -193,7 +205,13 @@ def build_trainer(
         raise ValueError(
             f"max_length={args.max_length} is longer than the model's context window ({limit})."
         )
-    trainer = SFTTrainer(
+    if lm_head not in LM_HEAD_CHOICES:
+        raise ValueError(
+            f"lm_head={lm_head!r} is not one of {LM_HEAD_CHOICES}: 'scored' runs the output "
+            "layer on the answer positions only (faster), 'trl' on every position."
+        )
+    trainer_class = _scored_head_trainer_class() if lm_head == "scored" else _sft_trainer_class()
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -205,6 +223,91 @@ def build_trainer(
     if _is_quantized(model) and not hardware.bf16_native():
         _adapters_to_fp32(trainer.model)
     return trainer
+
+
+LM_HEAD_CHOICES = ("scored", "trl")
+
+
+def uses_scored_head(trainer) -> bool:
+    """Whether `trainer` runs the output layer on the scored positions only."""
+    return type(trainer).__name__ == "ScoredHeadSFTTrainer"
+
+
+def _sft_trainer_class():
+    from trl import SFTTrainer
+
+    return SFTTrainer
+
+
+@functools.cache
+def _scored_head_trainer_class():
+    """``SFTTrainer`` whose loss runs the output layer on the scored positions only.
+
+    Built on first use so that ``import helpers`` does not import trl. Whenever the
+    shortcut would not give trl's loss (another ``loss_type``, label smoothing, a custom
+    loss function, an auxiliary MoE loss, soft-capped logits, or a caller asking for the
+    logits) it hands over to trl unchanged.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class ScoredHeadSFTTrainer(SFTTrainer):
+        def _scored_head_applies(self, model, inputs, return_outputs) -> bool:
+            config = getattr(model, "config", None)
+            return not (
+                return_outputs
+                or "labels" not in inputs
+                or self.args.loss_type != "nll"
+                or self.compute_loss_func is not None
+                or self.label_smoother is not None
+                or self.aux_loss_enabled
+                or getattr(config, "final_logit_softcapping", None) is not None
+            )
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not self._scored_head_applies(model, inputs, return_outputs):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+            # Calling the backbone skips the autocast that accelerate wraps around the
+            # top-level forward, so apply it here (bf16 only where the hardware has it).
+            with torch.autocast(labels.device.type, torch.bfloat16, enabled=bool(self.args.bf16)):
+                hidden = backbone(**inputs, use_cache=False).last_hidden_state
+                targets = labels[:, 1:]
+                scored = targets != -100
+                logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
+            logits = logits.float()
+            count = scored.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="sum")
+            loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            self._log_token_metrics(inputs, logits.detach(), targets[scored])
+            return loss
+
+        def _log_token_metrics(self, inputs, logits, targets) -> None:
+            """The entropy, token accuracy and token count that trl's own loss logs."""
+            mode = "train" if self.model.training else "eval"
+            metrics = self._metrics[mode]
+            if len(targets):
+                log_probs = torch.log_softmax(logits, dim=-1)
+                entropy = -(log_probs.exp() * log_probs).sum(-1).mean().item()
+                accuracy = (logits.argmax(-1) == targets).float().mean().item()
+            else:
+                entropy = accuracy = 0.0
+            metrics["entropy"].append(entropy)
+            metrics["mean_token_accuracy"].append(accuracy)
+            if mode == "train":
+                if "attention_mask" in inputs:
+                    tokens = int(inputs["attention_mask"].sum())
+                else:
+                    tokens = int(inputs["input_ids"].numel())
+                self._total_train_tokens += tokens
+            metrics["num_tokens"] = [self._total_train_tokens]
+
+    return ScoredHeadSFTTrainer
 
 
 def _adapters_to_fp32(model) -> None:

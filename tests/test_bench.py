@@ -333,7 +333,7 @@ def test_the_quick_runs_flops_follow_the_formula(quick):
             **{k: v for k, v in recipe["shape"].items() if k in flops.MatmulShape.__annotations__}
         )
         answers_only = recipe["shape"]["head_on_loss_tokens_only"]
-        assert answers_only == (name == "proposed")
+        assert answers_only == (name != "classic")  # the course's loss: scored positions only
         for step in recipe["steps"]:
             expected = flops.training_step_flops(
                 shape,
@@ -343,7 +343,10 @@ def test_the_quick_runs_flops_follow_the_formula(quick):
             )
             assert step["flops"] == expected.total
             assert step["flops_per_s"] == pytest.approx(expected.total / step["seconds"])
-    assert results["recipes"]["course"]["shape"]["head_recompute"] is True  # trl's fused head
+    # trl's fused head recomputes in the backward pass; the course's loss does not use it
+    assert results["recipes"]["trl_head"]["shape"]["head_recompute"] is True
+    assert results["recipes"]["trl_head"]["shape"]["head_on_loss_tokens_only"] is False
+    assert results["recipes"]["course"]["shape"]["head_recompute"] is False
     assert results["recipes"]["classic"]["shape"]["train_body"] is True
     assert results["recipes"]["course"]["shape"]["lora"] > 0
 

@@ -226,6 +226,55 @@ def test_lora_training_on_the_tiny_model_learns_and_counts_parameters(tmp_path, 
     assert len(losses) == 6 and losses[-1] < losses[0]
 
 
+def _loss_and_gradients(lm_head, batch_rows, yoda, tmp_path, **config):
+    """One loss (and the LoRA gradients) on a fixed batch of the tiny model, per `lm_head`."""
+    torch.manual_seed(0)
+    model, tokenizer = helpers.load_model("tiny-random-smollm2", device="cpu")
+    args = helpers.sft_config(str(tmp_path), max_steps=1, **config)
+    trainer = helpers.build_trainer(
+        model,
+        tokenizer,
+        yoda["train"].select(range(batch_rows)),
+        args,
+        peft_config=helpers.lora_config(r=4, init_lora_weights=False),
+        lm_head=lm_head,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(batch_rows)])
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return trainer, loss.detach(), grads
+
+
+def test_scored_lm_head_gives_trls_loss_and_gradients(yoda, tmp_path):
+    """The course's loss must equal trl's; only the work done to get it differs."""
+    ours, loss, grads = _loss_and_gradients("scored", 5, yoda, tmp_path)
+    trls, trl_loss, trl_grads = _loss_and_gradients("trl", 5, yoda, tmp_path)
+    assert type(ours).__name__ == "ScoredHeadSFTTrainer" and type(trls).__name__ == "SFTTrainer"
+    assert torch.allclose(loss, trl_loss, rtol=1e-5), (loss, trl_loss)
+    assert grads.keys() == trl_grads.keys() and len(grads) == 2 * 7 * 2
+    for name in grads:
+        assert torch.allclose(grads[name], trl_grads[name], rtol=1e-4, atol=1e-6), name
+    # the same metrics reach the logs, with the same values
+    for key in ("entropy", "mean_token_accuracy", "num_tokens"):
+        assert ours._metrics["train"][key] == pytest.approx(trls._metrics["train"][key], rel=1e-4)
+
+
+def test_scored_lm_head_hands_other_losses_to_trl(yoda, tmp_path):
+    """A loss the shortcut does not implement (here DFT) must be trl's, not a silent NLL."""
+    _, dft, _ = _loss_and_gradients("scored", 3, yoda, tmp_path, loss_type="dft")
+    _, trl_dft, _ = _loss_and_gradients("trl", 3, yoda, tmp_path, loss_type="dft")
+    _, nll, _ = _loss_and_gradients("scored", 3, yoda, tmp_path)
+    assert torch.allclose(dft, trl_dft) and not torch.allclose(dft, nll)
+
+
+def test_unknown_lm_head_is_refused(tiny, yoda):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="'everything' is not one of"):
+        helpers.build_trainer(model, tokenizer, yoda["train"], lm_head="everything")
+
+
 # ---------------------------------------------------------------- generation and metrics
 def test_generate_restores_train_mode_and_padding_side(tiny):
     model, tokenizer = tiny

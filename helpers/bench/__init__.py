@@ -14,7 +14,7 @@ same model and the same text, and writes ``bench/results.json`` and ``bench/resu
 5. the whole course: ``python -m helpers.bench course`` executes every chapter
    (:mod:`.course`, tens of minutes) and adds the result to the table.
 
-It also flips one default at a time (the loss head, packing, padding, checkpointing,
+It also flips one default at a time (the loss head, batch order, packing, padding, checkpointing,
 attention, batch size, 4-bit, autocast), so that each default of the helpers rests on a
 measured number, and races a *proposed* CPU recipe beside the default one.
 

@@ -336,54 +336,26 @@ def course_trainer(model, tokenizer, train, output_dir: str, max_steps: int, clo
     `overrides` change ``SFTConfig`` fields against the default (a tuning variant).
     ``padding_free=True`` also drops ``max_length``, as trl requires without packing
     (``sft_config`` insists on one; the Yoda examples are at most 70 tokens, so no
-    example is cut either way). ``answer_only_head=True`` replaces the loss with
-    :func:`answer_only_head`.
+    example is cut either way). ``lm_head="trl"`` gives trl's loss instead of the
+    course's (see ``helpers.training.build_trainer``).
     """
     padding_free = overrides.pop("padding_free", False)
-    answer_only = overrides.pop("answer_only_head", False)
+    lm_head = overrides.pop("lm_head", "scored")
     args = training.sft_config(output_dir, max_steps=max_steps, disable_tqdm=True, **overrides)
     if padding_free:
         args.padding_free, args.max_length = True, None
     trainer = training.build_trainer(
-        model, tokenizer, train, args, peft_config=training.lora_config(), callbacks=[clock]
+        model,
+        tokenizer,
+        train,
+        args,
+        peft_config=training.lora_config(),
+        callbacks=[clock],
+        lm_head=lm_head,
     )
     quiet(trainer)
     trainer.data_collator = BatchRecorder(trainer.data_collator)
-    if answer_only:
-        answer_only_head(trainer)
     return trainer
-
-
-def answer_only_head(trainer) -> None:
-    """Compute the loss with the LM head on the answer positions only (a proposal, measured).
-
-    trl's fused head (``SFTTrainer``), on a device without Triton, projects *every*
-    position through the 49,152 × 576 output matrix, prompt and padding included, and does
-    it again in the backward pass instead of keeping the logits. Here the blocks run once
-    and only the positions whose next token carries loss go through the head, followed by
-    a plain cross-entropy: the same loss, with far fewer FLOPs on short answers. (It skips
-    trl's entropy and token-accuracy metrics.)
-    """
-    import torch.nn.functional as F
-
-    bf16 = bool(trainer.args.bf16)
-
-    def compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        backbone = getattr(base, base.base_model_prefix)
-        device = labels.device.type
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            hidden = backbone(**inputs, use_cache=False).last_hidden_state[:, :-1]
-            target = labels[:, 1:]
-            keep = target != -100
-            logits = base.get_output_embeddings()(hidden[keep])
-        count = keep.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = F.cross_entropy(logits.float(), target[keep], reduction="sum") / count
-        return (loss, None) if return_outputs else loss
-
-    trainer.compute_loss = compute_loss
-    trainer.bench_head_positions = "loss"
 
 
 def classic_dataset(tokenizer, train, max_length: int = CLASSIC_LENGTH):
@@ -495,7 +467,7 @@ def summarize(
     checkpointing = bool(getattr(trainer.args, "activation_checkpointing", False)) or bool(
         getattr(trainer.args, "gradient_checkpointing", False)
     )
-    answer_only = getattr(trainer, "bench_head_positions", None) == "loss"
+    answer_only = training.uses_scored_head(trainer)
     head_recompute = _fuses_lm_head(trainer) and not answer_only
     result.shape = {
         **shape.as_dict(),

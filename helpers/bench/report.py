@@ -62,7 +62,8 @@ def goals_table(goals: dict) -> list[str]:
     )
     if t.get("proposed") is not None:
         rows.append(
-            f"| 1. the same, with the LM head on answer positions only (proposed, not default) | "
+            f"| 1. the same, with {t.get('proposed_description', 'the proposed change')} "
+            "(proposed, not default) | "
             f"{_num(t['proposed'])} | {_num(t['classic'])} | {_ratio(t['proposed_ratio'])} | "
             f"≥ {t['goal']:g}× | {_met(t['proposed_met'])} |"
         )
