@@ -178,11 +178,14 @@ def build_trainer(
     eval_dataset=None,
     callbacks=None,
     lm_head: str = "scored",
+    batch_order: str = "random",
 ):
     """An ``SFTTrainer`` after checking the data format, the model and the LoRA rank.
 
     `lm_head`: ``"scored"`` (the course's default) runs the output layer on the scored
     positions only; ``"trl"`` keeps trl's loss, which runs it on every position.
+    `batch_order`: ``"random"`` (the default) or ``"bucketed"``: batches of examples of
+    similar lengths, in random order (less padding; see ``helpers.batches.bucketed_order``).
     """
     import datasets
 
@@ -210,8 +213,14 @@ def build_trainer(
             f"lm_head={lm_head!r} is not one of {LM_HEAD_CHOICES}: 'scored' runs the output "
             "layer on the answer positions only (faster), 'trl' on every position."
         )
-    trainer_class = _scored_head_trainer_class() if lm_head == "scored" else _sft_trainer_class()
-    trainer = trainer_class(
+    if batch_order not in BATCH_ORDER_CHOICES:
+        raise ValueError(
+            f"batch_order={batch_order!r} is not one of {BATCH_ORDER_CHOICES}: 'random' "
+            "shuffles the examples, 'bucketed' batches examples of similar lengths."
+        )
+    trainer = _course_trainer_class()(
+        scored_head=lm_head == "scored",
+        bucketed_batches=batch_order == "bucketed",
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -226,35 +235,45 @@ def build_trainer(
 
 
 LM_HEAD_CHOICES = ("scored", "trl")
+BATCH_ORDER_CHOICES = ("random", "bucketed")
 
 
 def uses_scored_head(trainer) -> bool:
     """Whether `trainer` runs the output layer on the scored positions only."""
-    return type(trainer).__name__ == "ScoredHeadSFTTrainer"
-
-
-def _sft_trainer_class():
-    from trl import SFTTrainer
-
-    return SFTTrainer
+    return bool(getattr(trainer, "scored_head", False))
 
 
 @functools.cache
-def _scored_head_trainer_class():
-    """``SFTTrainer`` whose loss runs the output layer on the scored positions only.
+def _course_trainer_class():
+    """``SFTTrainer`` with the course's two options, built on first use (trl loads lazily).
 
-    Built on first use so that ``import helpers`` does not import trl. Whenever the
-    shortcut would not give trl's loss (another ``loss_type``, label smoothing, a custom
-    loss function, an auxiliary MoE loss, soft-capped logits, or a caller asking for the
-    logits) it hands over to trl unchanged.
+    ``scored_head``: the loss runs the output layer on the scored positions only. Whenever
+    that would not give trl's loss (another ``loss_type``, label smoothing, a custom loss
+    function, an auxiliary MoE loss, soft-capped logits, or a caller asking for the
+    logits) it hands over to trl unchanged. ``bucketed_batches``: the training sampler
+    is ``helpers.batches.BucketedSampler``.
     """
     import torch
     from trl import SFTTrainer
 
-    class ScoredHeadSFTTrainer(SFTTrainer):
+    from .batches import BucketedSampler
+
+    class CourseSFTTrainer(SFTTrainer):
+        def __init__(self, *args, scored_head=True, bucketed_batches=False, **kwargs):
+            self.scored_head = scored_head
+            self.bucketed_batches = bucketed_batches
+            super().__init__(*args, **kwargs)
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if not self.bucketed_batches or "input_ids" not in getattr(dataset, "column_names", ()):
+                return super()._get_train_sampler(train_dataset)
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return BucketedSampler(lengths, self.args.train_batch_size, seed=self.args.seed)
+
         def _scored_head_applies(self, model, inputs, return_outputs) -> bool:
             config = getattr(model, "config", None)
-            return not (
+            return self.scored_head and not (
                 return_outputs
                 or "labels" not in inputs
                 or self.args.loss_type != "nll"
@@ -307,7 +326,7 @@ def _scored_head_trainer_class():
                 self._total_train_tokens += tokens
             metrics["num_tokens"] = [self._total_train_tokens]
 
-    return ScoredHeadSFTTrainer
+    return CourseSFTTrainer
 
 
 def _adapters_to_fp32(model) -> None:

@@ -213,3 +213,56 @@ def test_tokenized_data_is_used_as_is(tiny, tmp_path):
     own = [-100] * 3 + ids[3:]
     labelled = Dataset.from_list([{"input_ids": ids, "labels": own}])
     assert helpers.build_trainer(model, tokenizer, labelled, args).train_dataset[0]["labels"] == own
+
+
+# ------------------------------------------------------------------ bucketed batch order
+def _padding(lengths, order, batch_size):
+    """Padding positions of an epoch when each batch is padded to its longest example."""
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(max(lengths[i] for i in g) * len(g) - sum(lengths[i] for i in g) for g in groups)
+
+
+def test_bucketed_order_is_a_seeded_permutation_with_little_padding():
+    lengths = [
+        int(x) for x in torch.randint(20, 90, (1203,), generator=torch.Generator().manual_seed(1))
+    ]
+    order = batches.bucketed_order(lengths, 8, seed=3)
+    assert sorted(order) == list(range(1203))
+    assert order == batches.bucketed_order(lengths, 8, seed=3)
+    assert order != batches.bucketed_order(lengths, 8, seed=4)
+    shuffled = torch.randperm(1203, generator=torch.Generator().manual_seed(3)).tolist()
+    assert _padding(lengths, order, 8) < 0.1 * _padding(lengths, shuffled, 8)
+    # the batches come in random order, not longest (or shortest) first
+    longest = [max(lengths[i] for i in order[k : k + 8]) for k in range(0, 1200, 8)]
+    assert longest != sorted(longest) and longest != sorted(longest, reverse=True)
+    assert len(order[1200:]) == 3  # the short batch stays last
+
+
+def test_bucketed_order_refuses_an_empty_batch():
+    with pytest.raises(ValueError, match="batch_size=0"):
+        batches.bucketed_order([3, 4], 0)
+
+
+def test_bucketed_trainer_feeds_bucketed_batches(tiny, yoda, tmp_path):
+    model, tokenizer = tiny
+    args = helpers.sft_config(str(tmp_path), max_steps=1, per_device_train_batch_size=4, seed=5)
+    data = yoda["train"].select(range(40))
+    bucketed = helpers.build_trainer(model, tokenizer, data, args, batch_order="bucketed")
+    shuffled = helpers.build_trainer(model, tokenizer, data, args)
+    lengths = [len(ids) for ids in bucketed.train_dataset["input_ids"]]
+    expected = batches.bucketed_order(lengths, 4, seed=5)
+    loader = list(bucketed.get_train_dataloader())
+    assert [b["input_ids"].shape[1] for b in loader] == [
+        max(lengths[i] for i in expected[k : k + 4]) for k in range(0, 40, 4)
+    ]
+    padded = sum(int((b["attention_mask"] == 0).sum()) for b in loader)
+    random_padded = sum(
+        int((b["attention_mask"] == 0).sum()) for b in shuffled.get_train_dataloader()
+    )
+    assert padded < random_padded
+
+
+def test_unknown_batch_order_is_refused(tiny, yoda):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="'sorted' is not one of"):
+        helpers.build_trainer(model, tokenizer, yoda["train"], batch_order="sorted")

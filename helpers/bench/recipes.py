@@ -337,10 +337,12 @@ def course_trainer(model, tokenizer, train, output_dir: str, max_steps: int, clo
     ``padding_free=True`` also drops ``max_length``, as trl requires without packing
     (``sft_config`` insists on one; the Yoda examples are at most 70 tokens, so no
     example is cut either way). ``lm_head="trl"`` gives trl's loss instead of the
-    course's (see ``helpers.training.build_trainer``).
+    course's, ``batch_order="bucketed"`` batches of similar lengths (see
+    ``helpers.training.build_trainer``).
     """
     padding_free = overrides.pop("padding_free", False)
     lm_head = overrides.pop("lm_head", "scored")
+    batch_order = overrides.pop("batch_order", "random")
     args = training.sft_config(output_dir, max_steps=max_steps, disable_tqdm=True, **overrides)
     if padding_free:
         args.padding_free, args.max_length = True, None
@@ -352,6 +354,7 @@ def course_trainer(model, tokenizer, train, output_dir: str, max_steps: int, clo
         peft_config=training.lora_config(),
         callbacks=[clock],
         lm_head=lm_head,
+        batch_order=batch_order,
     )
     quiet(trainer)
     trainer.data_collator = BatchRecorder(trainer.data_collator)

@@ -68,7 +68,8 @@ accumulation, gradients from earlier micro-batches are alive during the forward
 pass too.
 
 Not modelled: trl's ``SFTTrainer`` computes the loss with a chunked output layer
-(trl ≥ 1.0) that never holds the full logits, so its logits term is smaller; padded
+(trl ≥ 1.0) that never holds the full logits, and ``helpers.build_trainer`` runs the
+output layer on the answer positions only, so their logits terms are smaller; padded
 batches under SDPA repeat keys and values to every head (``padded=True``); CUDA's
 allocator rounds sizes up and keeps a cache (see ``torch.cuda.memory_reserved``).
 Measured against ``measure_training_step`` on SmolLM2-135M (fp32, bf16 autocast,
