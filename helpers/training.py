@@ -20,6 +20,9 @@ Defaults and why:
   per useful token with a quarter less peak memory (``make bench``,
   ``bench/results.json``), for the same loss. ``build_trainer(..., lm_head="trl")``
   gives trl's way back.
+- batches of examples of similar lengths, in random order (``batch_order="bucketed"``):
+  almost no padding. Measured 1.13-1.20x useful tokens/s against a random order
+  (``make bench``); ``batch_order="random"`` gives transformers' shuffle back.
 """
 
 from __future__ import annotations
@@ -178,14 +181,15 @@ def build_trainer(
     eval_dataset=None,
     callbacks=None,
     lm_head: str = "scored",
-    batch_order: str = "random",
+    batch_order: str = "bucketed",
 ):
     """An ``SFTTrainer`` after checking the data format, the model and the LoRA rank.
 
     `lm_head`: ``"scored"`` (the course's default) runs the output layer on the scored
     positions only; ``"trl"`` keeps trl's loss, which runs it on every position.
-    `batch_order`: ``"random"`` (the default) or ``"bucketed"``: batches of examples of
-    similar lengths, in random order (less padding; see ``helpers.batches.bucketed_order``).
+    `batch_order`: ``"bucketed"`` (the default): batches of examples of similar lengths,
+    in random order (less padding; see ``helpers.batches.bucketed_order``); ``"random"``:
+    transformers' shuffle.
     """
     import datasets
 

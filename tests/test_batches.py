@@ -248,7 +248,7 @@ def test_bucketed_trainer_feeds_bucketed_batches(tiny, yoda, tmp_path):
     args = helpers.sft_config(str(tmp_path), max_steps=1, per_device_train_batch_size=4, seed=5)
     data = yoda["train"].select(range(40))
     bucketed = helpers.build_trainer(model, tokenizer, data, args, batch_order="bucketed")
-    shuffled = helpers.build_trainer(model, tokenizer, data, args)
+    shuffled = helpers.build_trainer(model, tokenizer, data, args, batch_order="random")
     lengths = [len(ids) for ids in bucketed.train_dataset["input_ids"]]
     expected = batches.bucketed_order(lengths, 4, seed=5)
     loader = list(bucketed.get_train_dataloader())

@@ -384,10 +384,29 @@ def classic_dataset(tokenizer, train, max_length: int = CLASSIC_LENGTH):
     )
 
 
+def first_epoch_order(trainer) -> list[int] | None:
+    """The order in which `trainer` will see its examples, when it is seeded (bucketed)."""
+    if not getattr(trainer, "bucketed_batches", False):
+        return None  # transformers' shuffle: the same seed gives both recipes the same order
+    return list(trainer._get_train_sampler())  # a fresh sampler: the trainer's own is unchanged
+
+
 def classic_trainer(
-    model, tokenizer, dataset, output_dir: str, max_steps: int, clock, batch_size: int = 8
+    model,
+    tokenizer,
+    dataset,
+    output_dir: str,
+    max_steps: int,
+    clock,
+    batch_size: int = 8,
+    order: list[int] | None = None,
 ):
-    """The classic recipe: ``Trainer``, full fine-tuning, fp32, fixed-length padded text."""
+    """The classic recipe: ``Trainer``, full fine-tuning, fp32, fixed-length padded text.
+
+    `order`: the course recipe's order of examples, so that both see the same examples
+    in the same steps (every classic example is padded to the same length, so the
+    order does not change its cost).
+    """
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     args = TrainingArguments(
@@ -414,6 +433,8 @@ def classic_trainer(
     )
     quiet(trainer)
     trainer.data_collator = BatchRecorder(trainer.data_collator, prompt_column="prompt_length")
+    if order is not None:
+        trainer._get_train_sampler = lambda train_dataset=None: list(order)
     return trainer
 
 
