@@ -135,6 +135,28 @@ def test_the_classic_text_is_the_course_conversation_padded_to_128(tiny, yoda):
 # ---------------------------------------------------------------- interleaving
 
 
+def test_the_course_recipe_is_build_trainers_default_and_variants_flip_one_choice(yoda, tmp_path):
+    import helpers
+    from helpers import training
+
+    train = yoda["train"].select(range(16))
+
+    def built(**overrides):
+        # a fresh model each time: the trainer wraps it in LoRA adapters in place
+        model, tokenizer = helpers.load_model("tiny-random-smollm2", device="cpu")
+        clock = recipes.StepClock("t", echo=False)
+        return recipes.course_trainer(model, tokenizer, train, str(tmp_path), 2, clock, **overrides)
+
+    course = built()
+    assert course.bucketed_batches and training.uses_scored_head(course)
+    assert recipes.first_epoch_order(course) is not None  # the classic recipe follows it
+    shuffled = built(batch_order="random")
+    assert not shuffled.bucketed_batches and training.uses_scored_head(shuffled)
+    assert recipes.first_epoch_order(shuffled) is None
+    trl_loss = built(lm_head="trl")
+    assert trl_loss.bucketed_batches and not training.uses_scored_head(trl_loss)
+
+
 def test_the_turnstile_interleaves_steps_and_lets_a_finished_trainer_leave():
     turnstile = recipes.Turnstile()
     order: list[str] = []

@@ -341,8 +341,9 @@ def course_trainer(model, tokenizer, train, output_dir: str, max_steps: int, clo
     ``helpers.training.build_trainer``).
     """
     padding_free = overrides.pop("padding_free", False)
-    lm_head = overrides.pop("lm_head", "scored")
-    batch_order = overrides.pop("batch_order", "random")
+    # Only what a variant names is passed on: everything else is build_trainer's default,
+    # so that the "course" recipe is always the one the notebooks get.
+    trainer_choices = {k: overrides.pop(k) for k in ("lm_head", "batch_order") if k in overrides}
     args = training.sft_config(output_dir, max_steps=max_steps, disable_tqdm=True, **overrides)
     if padding_free:
         args.padding_free, args.max_length = True, None
@@ -353,8 +354,7 @@ def course_trainer(model, tokenizer, train, output_dir: str, max_steps: int, clo
         args,
         peft_config=training.lora_config(),
         callbacks=[clock],
-        lm_head=lm_head,
-        batch_order=batch_order,
+        **trainer_choices,
     )
     quiet(trainer)
     trainer.data_collator = BatchRecorder(trainer.data_collator)
