@@ -293,7 +293,7 @@ def _course_trainer_class():
             inputs = dict(inputs)
             labels = inputs.pop("labels")
             causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+            backbone = self._backbone(causal_lm)
             # Calling the backbone skips the autocast that accelerate wraps around the
             # top-level forward, so apply it here (bf16 only where the hardware has it).
             with torch.autocast(labels.device.type, torch.bfloat16, enabled=bool(self.args.bf16)):
@@ -309,6 +309,26 @@ def _course_trainer_class():
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
             self._log_token_metrics(inputs, logits.detach(), targets[scored])
             return loss
+
+        def _backbone(self, causal_lm):
+            """The transformer body, compiled once when ``torch_compile`` is on.
+
+            This loss calls the body directly, so the compiled wrapper that accelerate
+            puts around the whole model is never run; without this, ``torch_compile=True``
+            would silently do nothing.
+            """
+            backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+            if not self.args.torch_compile:
+                return backbone
+            compiled = getattr(self, "_compiled_backbone", None)
+            if compiled is None or compiled._orig_mod is not backbone:
+                compiled = torch.compile(
+                    backbone,
+                    backend=self.args.torch_compile_backend or "inductor",
+                    mode=self.args.torch_compile_mode,
+                )
+                self._compiled_backbone = compiled
+            return compiled
 
         def _log_token_metrics(self, inputs, logits, targets) -> None:
             """The entropy, token accuracy and token count that trl's own loss logs."""

@@ -409,6 +409,38 @@ def test_the_markdown_table_has_every_goal_and_takes_in_the_course_timing(quick)
     assert "| ≤ 30 min | n/a (partial run) |" in (out / "results.md").read_text()
 
 
+def _compile_results(first_steps: float, compiled_step: float, plain_step: float) -> dict:
+    """Two warm-up steps that take `first_steps` seconds in all, then timed ones."""
+    compiled = {
+        "warmup": 2,
+        "steps": [{"seconds": first_steps - compiled_step}, {"seconds": compiled_step}]
+        + [{"seconds": compiled_step}] * 3,
+        "summary": {"step_seconds": compiled_step},
+    }
+    plain = {"summary": {"step_seconds": plain_step}}
+    return {"plan": {"ttq_max_steps": 90}, "recipes": {"compile": compiled, "reference": plain}}
+
+
+def test_compiling_is_judged_by_when_its_first_step_is_repaid():
+    # 60 s of compiling, 0.5 s saved a step: repaid after 120 steps, more than chapter 00's 90
+    measured, verdict = bench_run._compile_payback(
+        _compile_results(64.0, 2.0, 2.5), "reference", "1.25×", "switch to on"
+    )
+    assert (
+        "compiling: 60 s in the first 2 steps" in measured and "repaid after 120 steps" in measured
+    )
+    assert verdict == "keep off: repaid only after 120 steps; chapter 00 trains 90"
+    # 30 s, 1 s saved a step: repaid after 30 steps, so the speed-up verdict stands
+    measured, verdict = bench_run._compile_payback(
+        _compile_results(34.0, 2.0, 3.0), "reference", "1.5×", "switch to on"
+    )
+    assert "repaid after 30 steps" in measured and verdict == "switch to on"
+    _, verdict = bench_run._compile_payback(
+        _compile_results(46.0, 3.0, 2.5), "reference", "0.8×", "keep off"
+    )
+    assert verdict == "keep off: compiling costs time and saves none"
+
+
 def test_the_report_renders_missing_figures_as_not_available():
     assert report._num(float("nan")) == "n/a" and report._mb(None) == "n/a"
     assert report._met(None) == "n/a" and report._pct(0.5) == "50%"

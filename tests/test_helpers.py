@@ -269,6 +269,31 @@ def test_scored_lm_head_hands_other_losses_to_trl(yoda, tmp_path):
     assert torch.allclose(dft, trl_dft) and not torch.allclose(dft, nll)
 
 
+def test_torch_compile_compiles_the_body_that_the_scored_loss_runs(yoda, tmp_path, monkeypatch):
+    """The scored loss bypasses the model's compiled wrapper; torch_compile must still count."""
+    compiled = []
+
+    class CompiledSpy(torch.nn.Module):
+        def __init__(self, module, **options):
+            super().__init__()
+            self._orig_mod, self.options, self.calls = module, options, 0
+            compiled.append(self)
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self._orig_mod(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", CompiledSpy)
+    trainer, loss, _ = _loss_and_gradients("scored", 3, yoda, tmp_path, torch_compile=True)
+    _, plain_loss, _ = _loss_and_gradients("scored", 3, yoda, tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    trainer.compute_loss(trainer.model, dict(batch))  # a second step reuses the compiled body
+    assert len(compiled) == 1 and compiled[0].calls == 2
+    assert compiled[0].options["backend"] == "inductor"
+    assert type(compiled[0]._orig_mod).__name__.endswith("Model")  # the body, not the LM
+    assert torch.allclose(loss, plain_loss)
+
+
 def test_unknown_lm_head_is_refused(tiny, yoda):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="'everything' is not one of"):

@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="*",
         default=None,
-        help="run only these tuning variants (trl_head, bucketed, packing, padding_free, "
+        help="run only these tuning variants (trl_head, random_order, packing, padding_free, "
         "checkpointing, eager, batch_4, qlora_4, autocast, compile)",
     )
     p.add_argument("--timeout", type=int, default=1800, help="course: seconds per cell")

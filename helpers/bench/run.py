@@ -127,6 +127,7 @@ class Variant:
     quantization: str | None = None  # load the base model quantized
     fp32: bool = False  # start from fp32 weights (where the default loads bf16, on a GPU)
     cost: float = 1.0  # expected step time relative to the course recipe's
+    warmup: int = 0  # untimed steps it needs beyond the plan's (the whole race waits for it)
 
 
 def proposal_description(variant: Variant) -> str:
@@ -209,7 +210,17 @@ def variants(bf16_default: bool, with_compile: bool) -> list[Variant]:
     ]
     if with_compile:  # minutes of compiling on a small CPU
         found.append(
-            Variant("compile", "torch.compile", "off", "on", {"torch_compile": True}, cost=30.0)
+            # Two steps compile: the first batch's shapes, then (at the second length) a
+            # graph for any length.
+            Variant(
+                "compile",
+                "torch.compile",
+                "off",
+                "on",
+                {"torch_compile": True},
+                cost=60.0,
+                warmup=1,
+            )
         )
     return found
 
@@ -658,6 +669,31 @@ def _verdict(ratio: float | None, switch: str, keep: str) -> str:
     return f"keep {keep}"
 
 
+def _compile_payback(results: dict, base: str, measured: str, verdict: str) -> tuple[str, str]:
+    """Add what compiling costs up front, and after how many steps a faster step repays it.
+
+    The warm-up steps of the compiled recipe hold the compilation; the time they take
+    beyond as many compiled steps is the cost. Chapter 00, the longest training of the
+    course, trains the plan's ``ttq_max_steps`` (90).
+    """
+    chapter_steps = results["plan"]["ttq_max_steps"]
+    compiled = results["recipes"]["compile"]
+    warmup = compiled["steps"][: compiled["warmup"]]
+    step = compiled["summary"]["step_seconds"]
+    saved = results["recipes"][base]["summary"]["step_seconds"] - step
+    cost = max(sum(s["seconds"] for s in warmup) - len(warmup) * step, 0.0)
+    measured += f"; compiling: {cost:.0f} s in the first {len(warmup)} steps"
+    if saved <= 0:
+        return measured + ", never repaid", "keep off: compiling costs time and saves none"
+    payback = cost / saved
+    measured += f", repaid after {payback:.0f} steps of {saved:.2f} s saved"
+    if payback > chapter_steps:
+        verdict = (
+            f"keep off: repaid only after {payback:.0f} steps; chapter 00 trains {chapter_steps}"
+        )
+    return measured, verdict
+
+
 def _peak_bytes(results: dict, name: str) -> int | None:
     return (results["recipes"].get(name, {}).get("memory") or {}).get("peak_bytes")
 
@@ -693,6 +729,8 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 if ratio > 1 / CLEAR_GAIN
                 else f"4-bit costs time here ({1 / ratio:.2f}× slower); it saves memory"
             )
+        if v.name == "compile" and ratio is not None:
+            measured, verdict = _compile_payback(results, base, measured, verdict)
         if v.name == "checkpointing" and ratio is not None and ratio < 1:
             verdict = f"keep off: slower, for {1 - mem:.0%} less peak memory" if mem else verdict
         rows.append(
@@ -750,8 +788,10 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 "default": "off",
                 "alternative": "on",
                 "ratio": None,
-                "measured": "not in `make bench`: `python -m helpers.bench --compile` adds it",
-                "verdict": "keep off until measured",
+                "measured": "not in `make bench` (compiling alone takes minutes): "
+                "`python -m helpers.bench --variants compile --out bench/compile` measures it, "
+                "see bench/compile/results.md",
+                "verdict": "keep off (bench/compile/results.md)",
             }
         )
     return rows
@@ -892,6 +932,8 @@ def run(
                 skipped[v.name] = f"not run: about {predicted:.0f} s, over the time budget"
                 print(f"skipping variant {v.name}: {skipped[v.name]}")
         if chosen:
+            # every recipe of the race is timed on the same steps, so the same batches
+            warmup = plan.warmup + max(v.warmup for v in chosen)
             with runner.section("tuning variants"):
                 entries = [
                     build_course(
@@ -902,7 +944,7 @@ def run(
                         data["train"],
                         workdir,
                         None,
-                        warmup=plan.warmup,
+                        warmup=warmup,
                         timed=plan.variant_steps,
                     )
                 ]
@@ -916,7 +958,7 @@ def run(
                             data["train"],
                             workdir,
                             None,
-                            warmup=plan.warmup,
+                            warmup=warmup,
                             timed=plan.variant_steps,
                             variant=v,
                             model_name=model_name,
