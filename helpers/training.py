@@ -16,13 +16,16 @@ Defaults and why:
 - the loss sends only the *scored* positions (those whose next token carries
   loss: the answer) through the 49,152-wide output layer. trl's own loss
   projects every position, prompt and padding included, and recomputes that
-  in the backward pass; on a CPU the course's way was measured 1.3-1.4x faster
-  per useful token with a quarter less peak memory (``make bench``,
+  in the backward pass; on a CPU the course's way was measured 1.4-1.5x faster
+  per useful token with about a fifth less peak memory (``make bench``,
   ``bench/results.json``), for the same loss. ``build_trainer(..., lm_head="trl")``
   gives trl's way back.
 - batches of examples of similar lengths, in random order (``batch_order="bucketed"``):
-  almost no padding. Measured 1.13-1.20x useful tokens/s against a random order
-  (``make bench``); ``batch_order="random"`` gives transformers' shuffle back.
+  under 1% padding instead of 18% on the Yoda data. Measured 1.1-1.2x useful tokens/s
+  against a random order (``make bench``); ``batch_order="random"`` gives
+  transformers' shuffle back.
+- ``torch_compile`` off: on a 2-core CPU compiling costs minutes that a chapter's
+  training does not win back (``bench/compile/results.md``).
 """
 
 from __future__ import annotations

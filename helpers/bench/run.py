@@ -934,6 +934,9 @@ def run(
         if chosen:
             # every recipe of the race is timed on the same steps, so the same batches
             warmup = plan.warmup + max(v.warmup for v in chosen)
+            if any(v.name == "compile" for v in chosen):
+                # a cold compile cache, as on a learner's first run (later runs reuse it)
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir / "inductor-cache")
             with runner.section("tuning variants"):
                 entries = [
                     build_course(
