@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         default=None,
         help="run only these tuning variants (trl_head, random_order, packing, padding_free, "
-        "checkpointing, eager, batch_4, qlora_4, autocast, compile)",
+        "checkpointing, eager, batch_4, batch_16, qlora_4, autocast, compile)",
     )
     p.add_argument("--timeout", type=int, default=1800, help="course: seconds per cell")
     p.add_argument("--only", nargs="*", default=None, help="course: notebooks starting with")

@@ -191,6 +191,14 @@ def variants(bf16_default: bool, with_compile: bool) -> list[Variant]:
             cost=0.55,
         ),
         Variant(
+            "batch_16",
+            "batch size",
+            f"{course_batch_size()}",
+            "16",
+            {"per_device_train_batch_size": 16},
+            cost=1.9,
+        ),
+        Variant(
             "qlora_4",
             "base model (chapter 00)",
             "fp32, batch 4",
