@@ -25,7 +25,7 @@ def _collect_cases() -> tuple[dict, dict]:
 
 RIGHT, WRONG = _collect_cases()
 
-VERDICT = re.compile(r"^Exercise \d\d\.\d+: (correct|not yet: \S.*)$")
+VERDICT = re.compile(r"^Exercise \d\d\.\d+: (correct|not yet: \S.*|not answered yet: \S.*)$")
 
 
 def test_every_exercise_has_right_and_wrong_cases():
@@ -64,7 +64,9 @@ def test_wrong_answers_are_rejected_with_a_hint(exercise_id, answer, hint):
 def test_a_blank_answer_asks_for_one(blank):
     correct, line = exercises.verdict("01.2", blank)
     assert not correct
-    assert line == "Exercise 01.2: not yet: replace the ... with your answer and run the cell"
+    assert (
+        line == "Exercise 01.2: not answered yet: replace the ... with your answer and run the cell"
+    )
 
 
 def test_check_prints_one_line_and_returns_a_bool(capsys):
@@ -105,3 +107,28 @@ def test_one_of_comparison():
     assert not compare("fp16", "bf16")
     with pytest.raises(Exception, match="one of: 'bf16', 'fp16'"):
         compare("int8", "bf16")
+
+
+def test_a_function_answer_that_is_not_written_yet_or_raises_gets_a_verdict_not_a_traceback():
+    exercises.register(
+        "99.1",
+        "a test-only exercise: return twice the input",
+        lambda: 4,
+        lambda answer, expected: exercises.call_answer(answer, 2) == expected,
+    )
+    try:
+
+        def unanswered(x): ...
+
+        def crashing(x):
+            raise ValueError("boom")
+
+        assert exercises.verdict("99.1", lambda x: 2 * x) == (True, "Exercise 99.1: correct")
+        correct, line = exercises.verdict("99.1", unanswered)
+        assert not correct and line.startswith("Exercise 99.1: not answered yet: write the body")
+        correct, line = exercises.verdict("99.1", crashing)
+        assert not correct and line == "Exercise 99.1: not yet: your answer raised ValueError: boom"
+        correct, line = exercises.verdict("99.1", 4)
+        assert not correct and "asks for a function (def ...), got int" in line
+    finally:
+        del exercises.EXERCISES["99.1"]

@@ -360,3 +360,32 @@ def test_blanking_handles_multi_line_answers_and_refuses_other_code():
         cells.blank_solution("x = 2**15\nanswer_02_1 = x * 2")
     with pytest.raises(cells.ConventionError, match="no `answer_NN_k"):
         cells.blank_solution("# nothing here")
+
+
+def test_blanking_keeps_a_functions_signature_and_docstring():
+    source = (
+        "# write the quantizer\n"
+        "def answer_02_3(x, bits=8):\n"
+        '    """Absmax-quantize `x`."""\n'
+        "    scale = x.abs().max() / 127\n"
+        "    return (x / scale).round()\n"
+        "answer_02_4 = 3\n"
+    )
+    blank = cells.blank_solution(source)
+    assert blank == (
+        "# write the quantizer\n"
+        "def answer_02_3(x, bits=8):\n"
+        '    """Absmax-quantize `x`."""\n'
+        "    ...  # your code here\n"
+        "answer_02_4 = ...  # your answer here"
+    )
+    assert "scale" not in blank
+    namespace: dict = {}
+    exec(blank.replace("answer_02_4 = ...", "answer_02_4 = None"), namespace)
+    assert namespace["answer_02_3"](1.0) is None  # an unanswered function returns nothing
+    without_docstring = cells.blank_solution("def answer_03_1(model):\n    return model.r\n")
+    assert without_docstring == "def answer_03_1(model):\n    ...  # your code here"
+    with pytest.raises(cells.ConventionError, match="own lines"):
+        cells.blank_solution("def answer_03_1(m): return m.r\n")
+    with pytest.raises(cells.ConventionError, match="line 1"):
+        cells.blank_solution("def helper(m):\n    return m.r\n")

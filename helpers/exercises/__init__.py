@@ -48,6 +48,29 @@ class _Missing(Exception):
     """The answer cannot be compared at all (blank, wrong type); the message says why."""
 
 
+class _NotAnswered(_Missing):
+    """The learner has not written the answer yet (a function whose body is still ``...``)."""
+
+
+def call_answer(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a learner's function inside a check.
+
+    An exercise that asks for code gets ``def answer_NN_k(...)``; in the student copy its
+    body is ``...``, so it returns None: that is reported as "not answered yet", not as a
+    wrong answer. Anything that is not a function is refused with a hint.
+    """
+    if not callable(function):
+        raise _Missing(
+            f"this exercise asks for a function (def ...), got {type(function).__name__}"
+        )
+    result = function(*args, **kwargs)
+    if result is None or result is Ellipsis:
+        raise _NotAnswered(
+            "write the body of the function (it returns nothing yet) and run the cell"
+        )
+    return result
+
+
 def register(
     exercise_id: str,
     question: str,
@@ -75,13 +98,20 @@ def verdict(exercise_id: str, answer: Any) -> tuple[bool, str]:
     exercise = _get(exercise_id)
     prefix = f"Exercise {exercise_id}"
     if answer is None or answer is Ellipsis:
-        return False, f"{prefix}: not yet: replace the ... with your answer and run the cell"
+        return (
+            False,
+            f"{prefix}: not answered yet: replace the ... with your answer and run the cell",
+        )
     expected = exercise.solution()
     try:
         if exercise.compare(answer, expected):
             return True, f"{prefix}: correct"
+    except _NotAnswered as why:
+        return False, f"{prefix}: not answered yet: {why}"
     except _Missing as why:
         return False, f"{prefix}: not yet: {why}"
+    except Exception as err:  # the learner's code raised inside the check
+        return False, f"{prefix}: not yet: your answer raised {type(err).__name__}: {err}"
     for rule in exercise.hints:
         try:
             hint = rule(answer, expected)

@@ -1,7 +1,10 @@
 """The exercise cell convention that instructor tools rely on.
 
 - An answer cell is tagged ``solution`` and holds lines
-  ``answer_NN_k = <the solution>  # your answer here``.
+  ``answer_NN_k = <the solution>  # your answer here``, or, for an exercise that asks
+  for code, a function ``def answer_NN_k(...):`` whose body is the solution (the
+  student copy keeps its signature and docstring and replaces the body by ``...``,
+  so the unanswered function returns None and its check says "not answered yet").
 - A check cell is tagged ``graded`` and is exactly
   ``exercises.check("NN.k", answer_NN_k)``; its stored output
   (``Exercise NN.k: correct`` and ``True``) is what a regrade compares.
@@ -54,11 +57,14 @@ class ConventionError(ValueError):
 
 
 def blank_solution(source: str, where: str = "solution cell") -> str:
-    """The source with every ``answer_NN_k = ...`` statement's right-hand side replaced.
+    """The source with every answer replaced by ``...``.
 
-    A statement may span several lines (a list over many lines); it becomes one line
-    ``answer_NN_k = ...  # your answer here``. Comments and blank lines are kept. Any
-    other code in a solution cell is refused: it could give the answer away.
+    An ``answer_NN_k = <expression>`` statement may span several lines (a list over
+    many lines); it becomes one line ``answer_NN_k = ...  # your answer here``. A
+    ``def answer_NN_k(...):`` keeps its signature (decorators included) and its
+    docstring; its body becomes ``...  # your code here``. Comments and blank lines
+    outside a function are kept. Any other code in a solution cell is refused: it
+    could give the answer away.
     """
     try:
         tree = ast.parse(source)
@@ -77,16 +83,34 @@ def blank_solution(source: str, where: str = "solution cell") -> str:
             indent = lines[node.lineno - 1][: node.col_offset]
             text = f"{indent}{target.id} = {PLACEHOLDER}  # your answer here"
             replaced[node.lineno - 1] = (node.end_lineno - 1, text)
+        elif isinstance(node, ast.FunctionDef) and ANSWER_NAME.match(node.name):
+            first_body = node.body[0]
+            if first_body.lineno == node.lineno:
+                raise ConventionError(
+                    f"{where}: line {node.lineno}: write the body of {node.name} on its own "
+                    "lines, below the `def` line, so that the student copy can blank it"
+                )
+            has_docstring = (
+                isinstance(first_body, ast.Expr)
+                and isinstance(first_body.value, ast.Constant)
+                and isinstance(first_body.value.value, str)
+            )
+            keep_until = first_body.end_lineno if has_docstring else node.body[0].lineno - 1
+            body_indent = " " * node.body[0].col_offset
+            start = node.decorator_list[0].lineno - 1 if node.decorator_list else node.lineno - 1
+            head = lines[start:keep_until]
+            text = "\n".join([*head, f"{body_indent}{PLACEHOLDER}  # your code here"])
+            replaced[start] = (node.end_lineno - 1, text)
         elif isinstance(node, ast.Pass):
             continue
         else:
             raise ConventionError(
-                f"{where}: line {node.lineno} is not an `answer_NN_k = ...` line; a solution "
-                "cell holds only answer lines (and comments), or its student copy would "
-                "give the solution away"
+                f"{where}: line {node.lineno} is not an `answer_NN_k = ...` line or a "
+                "`def answer_NN_k(...):`; a solution cell holds only answers (and comments), "
+                "or its student copy would give the solution away"
             )
     if not replaced:
-        raise ConventionError(f"{where} has no `answer_NN_k = ...` line")
+        raise ConventionError(f"{where} has no `answer_NN_k = ...` line or `def answer_NN_k`")
     out, i = [], 0
     while i < len(lines):
         if i in replaced:
