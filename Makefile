@@ -21,7 +21,7 @@ BROWSER_TEST_PACKAGES := $(shell sed -n 's/^\# browser-test: *//p' requirements.
 BROWSER_STAMP := $(VENV)/.browser-test-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup lab test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean
+.PHONY: setup lab lab-copies lab-reset test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -38,8 +38,20 @@ $(MODEL_STAMP): $(STAMP) helpers/models.py
 	$(BIN)/python -m helpers.models
 	touch $@
 
-lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
+# JupyterLab on your working copies (in $(WORKSPACE)/, git-ignored): made from the chapters
+# with the exercises' answers left for you, created on the first run, never overwritten.
+WORKSPACE ?= my-notebooks
+
+lab: setup lab-copies
+	$(BIN)/jupyter lab --notebook-dir=$(WORKSPACE) --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The working copies that are missing (a new chapter); existing ones are left as they are.
+lab-copies: $(STAMP)
+	$(BIN)/python -m helpers.workspace sync --dir $(WORKSPACE)
+
+# Start one chapter over: `make lab-reset CHAPTER=03` (your file goes to $(WORKSPACE)/backups/).
+lab-reset: $(STAMP)
+	$(BIN)/python -m helpers.workspace reset $(CHAPTER) --dir $(WORKSPACE)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

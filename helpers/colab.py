@@ -1,7 +1,8 @@
 """Generate the Colab versions of the chapters: ``python -m helpers.colab``.
 
-For every chapter ``notebooks/NN_x.ipynb`` it writes ``colab/NN_x.ipynb``: the same
-cells (same ids), preceded by
+For every chapter ``notebooks/NN_x.ipynb`` it writes ``colab/NN_x.ipynb``: the
+chapter's **student copy** (``helpers.grading.student``: exercise solutions replaced
+by ``...``, checks kept, same cell ids), because a learner opens it; preceded by
 
 1. a markdown cell with an "Open in Colab" badge that points to the Colab notebook
    in the course's repository (``REPOSITORY``, the one place the address is written);
@@ -25,7 +26,6 @@ The files are never edited by hand: ``python -m helpers.colab`` rewrites them,
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import sys
 import textwrap
@@ -35,6 +35,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
 from . import pins
+from .grading.student import student_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -111,9 +112,11 @@ def badge_source(name: str) -> str:
     chapter = f"notebooks/{name}"
     return (
         f"[![Open In Colab]({COLAB_BADGE_IMAGE})]({colab_url(f'colab/{name}')})\n\n"
-        f"*The Colab version of [`{chapter}`]({blob_url(chapter)}), generated from it. Run the "
-        "first code cell once to install the course. Every chapter runs on Colab's CPU; a GPU "
-        "runtime (Runtime → Change runtime type) makes the training faster.*"
+        f"*The Colab version of [`{chapter}`]({blob_url(chapter)}), generated from it, with the "
+        "exercises' answers left for you to write (`...`); the chapter in `notebooks/` holds "
+        "the solutions. Run the first code cell once to install the course. Every chapter runs "
+        "on Colab's CPU; a GPU runtime (Runtime → Change runtime type) makes the training "
+        "faster.*"
     )
 
 
@@ -178,8 +181,11 @@ def broken_links(markdown: str, base: Path, root: Path = ROOT) -> list[str]:
 
 
 def colab_notebook(chapter, name: str, source: str | None = None):
-    """The Colab version of a chapter notebook (a new notebook; `chapter` is untouched)."""
-    nb = copy.deepcopy(chapter)
+    """The Colab version of a chapter notebook (a new notebook; `chapter` is untouched).
+
+    Made from the chapter's student copy: what a learner opens holds no solutions.
+    """
+    nb = student_copy(chapter)
     nb.nbformat, nb.nbformat_minor = 4, 5
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},

@@ -20,6 +20,8 @@ file, so a new chapter needs no other edit; its right and wrong answers go in
 
 from __future__ import annotations
 
+import dis
+import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,29 @@ class _Missing(Exception):
 
 class _NotAnswered(_Missing):
     """The learner has not written the answer yet (a function whose body is still ``...``)."""
+
+
+_BOOKKEEPING = {"RESUME", "NOP", "CACHE", "EXTENDED_ARG", "MAKE_CELL", "COPY_FREE_VARS"}
+
+
+def is_unwritten(function: Any) -> bool:
+    """True for a function whose body does nothing (``...``, ``pass``, a docstring only).
+
+    That is the student copy of a code exercise before the learner writes it. Decided
+    from the bytecode, so the verdict is "not answered yet" whatever the check does
+    with the function (a check that passes its result on would otherwise raise).
+    """
+    if not inspect.isfunction(function):
+        return False
+    code = [
+        (op.opname, op.argval)
+        for op in dis.get_instructions(function)
+        if op.opname not in _BOOKKEEPING
+    ]
+    return code in (
+        [("LOAD_CONST", None), ("RETURN_VALUE", None)],  # Python 3.10, 3.11
+        [("RETURN_CONST", None)],  # Python 3.12+
+    )
 
 
 def call_answer(function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -101,6 +126,12 @@ def verdict(exercise_id: str, answer: Any) -> tuple[bool, str]:
         return (
             False,
             f"{prefix}: not answered yet: replace the ... with your answer and run the cell",
+        )
+    if is_unwritten(answer):
+        return (
+            False,
+            f"{prefix}: not answered yet: write the body of the function (it is still ...) "
+            "and run the cell",
         )
     expected = exercise.solution()
     try:
