@@ -1,4 +1,5 @@
-"""colab/: generated from notebooks/, up to date, links that resolve, an install cell that works."""
+"""colab/: generated from the student copies of notebooks/, up to date, without solutions,
+links that resolve, an install cell that works."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import nbformat
 import pytest
 
 from helpers import colab, pins
-from helpers.grading import compare
+from helpers.grading import cells, compare, student
 
 ROOT = colab.ROOT
 CHAPTERS = sorted(colab.NOTEBOOKS.glob(colab.CHAPTER_GLOB))
@@ -53,19 +54,56 @@ def test_a_changed_missing_or_orphaned_chapter_makes_colab_stale(tmp_path):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
-def test_a_colab_notebook_is_badge_install_then_the_chapter_unexecuted(chapter):
+def test_a_colab_notebook_is_badge_install_then_the_student_copy_unexecuted(chapter):
     original = nbformat.read(chapter, as_version=4)
+    learner = student.student_copy(original)
     nb = nbformat.read(colab.COLAB / chapter.name, as_version=4)
     badge, install, *rest = nb.cells
     assert badge.id == colab.BADGE_ID and badge.cell_type == "markdown"
     assert f"({colab.colab_url('colab/' + chapter.name)})" in badge.source
     assert install.id == colab.INSTALL_ID and install.cell_type == "code"
     assert [c.id for c in rest] == [c.id for c in original.cells]
-    for cell, source in zip(rest, original.cells, strict=True):
+    for cell, source in zip(rest, learner.cells, strict=True):
         if cell.cell_type == "code":
             assert cell.source == source.source
             assert cell.outputs == [] and cell.execution_count is None
     assert "widgets" not in nb.metadata
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_a_colab_notebook_holds_no_solution_and_keeps_every_check(chapter):
+    original = nbformat.read(chapter, as_version=4)
+    nb = nbformat.read(colab.COLAB / chapter.name, as_version=4)
+    assert student.leaked_solutions(original, nb) == []
+    by_id = {c.id: c for c in nb.cells}
+    for cell in original.cells:
+        if cells.is_solution(cell):
+            assert by_id[cell.id].source == cells.blank_solution(cell.source)
+            assert cells.is_solution(by_id[cell.id])
+        if cells.is_graded(cell):
+            assert by_id[cell.id].source == cell.source and cells.is_graded(by_id[cell.id])
+
+
+def test_colab_is_made_from_the_student_copy_of_a_chapter():
+    """A chapter with one answer line and one answer function: neither reaches colab/."""
+    chapter = nbformat.v4.new_notebook()
+    answer = nbformat.v4.new_code_cell(
+        "answer_01_1 = 6 * 7  # your answer here\n"
+        "def answer_01_2(x):\n"
+        '    """Double it."""\n'
+        "    return x + x\n"
+    )
+    answer.metadata["tags"] = ["solution"]
+    chapter.cells = [answer, nbformat.v4.new_code_cell('exercises.check("01.1", answer_01_1)')]
+    assert student.leaked_solutions(chapter, chapter) == ["6 * 7", "return x + x"]
+    nb = colab.colab_notebook(chapter, "01_x.ipynb")
+    assert student.leaked_solutions(chapter, nb) == []
+    assert nb.cells[2].source == (
+        "answer_01_1 = ...  # your answer here\n"
+        "def answer_01_2(x):\n"
+        '    """Double it."""\n'
+        "    ...  # your code here"
+    )
 
 
 def _pip_commands(source: str) -> list[list[str]]:

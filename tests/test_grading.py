@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import time
@@ -299,17 +300,6 @@ def test_tags_and_comments_set_the_options_as_in_nbval():
 # --- student copies ---------------------------------------------------------------------------
 
 
-def _solution_texts(nb) -> list[str]:
-    """The right-hand sides of the reference's answer lines."""
-    texts = []
-    for cell in nb.cells:
-        if cells.is_solution(cell):
-            for line in cell.source.splitlines():
-                if "=" in line and line.strip().startswith("answer_"):
-                    texts.append(line.split("=", 1)[1].split("#")[0].strip())
-    return texts
-
-
 def test_the_student_copy_of_chapter_01_keeps_ids_and_checks_and_no_solution(tmp_path):
     target = tmp_path / "student.ipynb"
     assert student.main([str(CHAPTER_01), str(target)]) == 0
@@ -329,10 +319,8 @@ def test_the_student_copy_of_chapter_01_keeps_ids_and_checks_and_no_solution(tmp
             for line in cell.source.splitlines():
                 if line.startswith("answer_"):
                     assert line.endswith(" = ...  # your answer here"), line
-    text = target.read_text()
-    for solution in _solution_texts(ref):
-        assert solution not in text, f"the solution {solution!r} is still in the student copy"
-    assert "Exercise 01.1: correct" not in text
+    assert student.leaked_solutions(ref, copy_) == []
+    assert "Exercise 01.1: correct" not in target.read_text()
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -389,3 +377,122 @@ def test_blanking_keeps_a_functions_signature_and_docstring():
         cells.blank_solution("def answer_03_1(m): return m.r\n")
     with pytest.raises(cells.ConventionError, match="line 1"):
         cells.blank_solution("def helper(m):\n    return m.r\n")
+
+
+def test_leaked_solutions_finds_answer_text_and_function_bodies_but_not_shared_text():
+    chapter = new_notebook()
+    chapter.cells = [
+        _code("x = 40\nprint(x)", "facts"),
+        _code(
+            "answer_02_1 = 40  # your answer here\n"
+            "answer_02_2 = [\n    0.5,\n    3.140625,\n]\n"
+            "def answer_02_3(t):\n"
+            '    """Absmax."""\n'
+            "    # the scale first\n"
+            "    scale = t.abs().max() / 127\n"
+            "    return (t / scale).round()\n",
+            "answer",
+            ["solution"],
+        ),
+        _code('exercises.check("02.1", answer_02_1)', "check", ["graded"]),
+    ]
+    snippets = student.solution_snippets(chapter)
+    assert "40" in snippets and "3.140625," in snippets and '"""Absmax."""' not in snippets
+    assert "scale = t.abs().max() / 127" in snippets and "# the scale first" in snippets
+    # "40" is printed by the chapter anyway: it is not counted as a leak
+    everything = student.leaked_solutions(chapter, chapter)
+    assert "40" not in everything
+    assert {"[\n    0.5,\n    3.140625,\n]", "return (t / scale).round()"} <= set(everything)
+    blank = student.student_copy(chapter)
+    assert student.leaked_solutions(chapter, blank) == []
+    # a solution that reaches the copy another way, e.g. in an output, is found
+    leaky = copy.deepcopy(blank)
+    leaky.cells[0].outputs = [
+        new_output("stream", name="stdout", text="scale = t.abs().max() / 127")
+    ]
+    assert student.leaked_solutions(chapter, leaky) == ["scale = t.abs().max() / 127"]
+
+
+def test_an_unwritten_answer_function_is_not_answered_whatever_the_check_does():
+    from helpers import exercises
+
+    def blank(model):
+        """Return the LoRA config."""
+        ...  # your code here
+
+    def passes(model):
+        pass
+
+    def written(model):
+        return model
+
+    def returns_nothing_on_purpose(model):
+        model.append(1)
+
+    assert exercises.is_unwritten(blank) and exercises.is_unwritten(passes)
+    assert not exercises.is_unwritten(written)
+    assert not exercises.is_unwritten(returns_nothing_on_purpose)
+    assert not exercises.is_unwritten(print) and not exercises.is_unwritten(3)
+    # a check that uses the function's result without call_answer would raise on None
+    exercises.register("99.7", "test only", lambda: 3, lambda fn, expected: fn(1) + 2 == expected)
+    try:
+        correct, line = exercises.verdict("99.7", blank)
+        assert not correct and line.startswith("Exercise 99.7: not answered yet: write the body")
+        assert exercises.verdict("99.7", lambda n: n) == (True, "Exercise 99.7: correct")
+    finally:
+        del exercises.EXERCISES["99.7"]
+
+
+ANSWER_NAME = re.compile(r"\banswer_\d\d_\d+\b")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_cell_but_its_check_uses_an_answer(path):
+    """A student copy runs top to bottom: no later cell may need a right answer."""
+    nb = nbformat.read(path, as_version=4)
+    users = [
+        cell.id
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        and not (cells.is_solution(cell) or cells.is_graded(cell))
+        and ANSWER_NAME.search(cell.source)
+    ]
+    assert users == [], f"cells {users} use an answer; only its check may"
+
+
+def _quickest_chapter_with_exercises() -> Path:
+    """Chapter 01 (the quickest to run) when it has exercises, else the first that has."""
+    for path in sorted(CHAPTERS, key=lambda p: (not p.name.startswith("01_"), p.name)):
+        nb = nbformat.read(path, as_version=4)
+        if any(cells.is_graded(cell) for cell in nb.cells):
+            return path
+    pytest.skip("no chapter has exercises")
+
+
+def test_a_student_copy_runs_top_to_bottom_and_every_check_says_not_answered_yet(tmp_path):
+    from nbclient import NotebookClient
+
+    chapter = _quickest_chapter_with_exercises()
+    nb = student.student_copy(nbformat.read(chapter, as_version=4))
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name=notebooks.KERNEL,
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    checks = 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        where = cells.cell_label(nb, index)
+        assert not errors, f"{chapter.name}: {where} raised {errors[0].ename}: {errors[0].evalue}"
+        if cells.is_graded(cell):
+            checks += 1
+            printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+            number = cells.exercise_id(cell)
+            assert printed.startswith(f"Exercise {number}: not answered yet: "), (where, printed)
+            assert printed.count("\n") == 1, printed
+    assert checks >= 1
