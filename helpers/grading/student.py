@@ -3,11 +3,16 @@
 ``python -m helpers.grading.student notebooks/01_hardware_and_numbers.ipynb student/01.ipynb``
 
 In every cell tagged ``solution``, each ``answer_NN_k = <solution>`` statement
-becomes ``answer_NN_k = ...  # your answer here``; the outputs and execution counts
+becomes ``answer_NN_k = ...  # your answer here`` and each ``def answer_NN_k(...)``
+keeps its signature and docstring over a body of ``...``; the outputs and execution counts
 of the solution and ``graded`` cells are cleared (the stored verdicts would give
 the answers away); everything else, cell ids included, is kept as it is, so the
 chapter and its student copy match cell by cell (``helpers.grading.regrade``
 matches a submission with the chapter by cell id).
+
+Learners get these copies, never the chapters: ``colab/`` is generated from them
+(``helpers.colab``) and ``make lab`` opens working copies made from them
+(``helpers.workspace``). Run unanswered, every check says "not answered yet".
 
 ``leaked_solutions(reference, copy)`` lists the solution text that a copy still shows;
 the tests run it on every learner copy (``colab/``, the ``make lab`` working copies).
