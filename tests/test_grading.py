@@ -31,6 +31,15 @@ def _code(source, cell_id, tags=()):
     return cell
 
 
+SETUP = """\
+from helpers import exercises
+
+# exercises of this test only, so that the chapters' own can change freely
+exercises.register("90.1", "twice the parameters", lambda: 269_030_016, exercises.number())
+exercises.register("90.2", "the largest fp16 number", lambda: 65504.0, exercises.number())
+print("ready")"""
+
+
 def _tiny_chapter():
     """A chapter in miniature, following the exercise cell convention."""
     nb = new_notebook()
@@ -43,13 +52,13 @@ def _tiny_chapter():
     intro.id = "intro"
     nb.cells = [
         intro,
-        _code("from helpers import exercises\n\nprint('ready')", "setup"),
+        _code(SETUP, "setup"),
         _code("print(sum(range(10)))", "facts"),
         _code("import random\n\nprint(random.random())", "noisy", ["nbval-ignore-output"]),
-        _code("answer_01_2 = (2 - 2**-10) * 2**15  # your answer here", "answer-1", ["solution"]),
-        _code('exercises.check("01.2", answer_01_2)', "check-1", ["graded"]),
-        _code("answer_01_1 = 134_515_008 * 2  # your answer here", "answer-2", ["solution"]),
-        _code('exercises.check("01.1", answer_01_1)', "check-2", ["graded"]),
+        _code("answer_90_2 = (2 - 2**-10) * 2**15  # your answer here", "answer-1", ["solution"]),
+        _code('exercises.check("90.2", answer_90_2)', "check-1", ["graded"]),
+        _code("answer_90_1 = 134_515_008 * 2  # your answer here", "answer-2", ["solution"]),
+        _code('exercises.check("90.1", answer_90_1)', "check-2", ["graded"]),
     ]
     return nb
 
@@ -83,7 +92,7 @@ def reference(work):
 def honest(work, reference):
     """The student copy, answered right by the student and run top to bottom."""
     blank = student.student_copy(nbformat.read(reference, as_version=4))
-    answers = {"answer_01_2": "65504.0", "answer_01_1": "269_030_016"}
+    answers = {"answer_90_2": "65504.0", "answer_90_1": "269_030_016"}
     return _executed(_fill(blank, answers), work / "honest.ipynb")
 
 
@@ -125,8 +134,8 @@ def test_a_forged_output_and_an_edited_check_fail_and_are_named(reference, hones
     def forge(nb):
         _cell(nb, "facts").outputs[0].text = "46\n"  # the code prints 45
         check = _cell(nb, "check-2")
-        check.source = 'print("Exercise 01.1: correct")'
-        check.outputs = [new_output("stream", name="stdout", text="Exercise 01.1: correct\n")]
+        check.source = 'print("Exercise 90.1: correct")'
+        check.outputs = [new_output("stream", name="stdout", text="Exercise 90.1: correct\n")]
 
     submission = _variant(honest, work / "forged.ipynb", forge)
     report = regrade.regrade(reference, submission, timeout=TIMEOUT)
@@ -134,8 +143,8 @@ def test_a_forged_output_and_an_edited_check_fail_and_are_named(reference, hones
     assert [cell.cell_id for cell in report.failed_cells()] == ["facts"]
     facts = report.failed_cells()[0]
     assert facts.status == "differs" and "-46" in facts.detail and "+45" in facts.detail
-    assert report.exercise("01.2").passed
-    assert report.exercise("01.1").status == "changed"
+    assert report.exercise("90.2").passed
+    assert report.exercise("90.1").status == "changed"
     assert report.score == (1, 2)
     text = regrade.format_report(report)
     assert "FAIL differs: id facts" in text and "Result: FAIL" in text
@@ -144,14 +153,14 @@ def test_a_forged_output_and_an_edited_check_fail_and_are_named(reference, hones
 
 def test_a_wrong_answer_fails_and_names_the_exercise(reference, work):
     blank = student.student_copy(nbformat.read(reference, as_version=4))
-    wrong = _fill(blank, {"answer_01_2": "65536.0", "answer_01_1": "269_030_016"})
+    wrong = _fill(blank, {"answer_90_2": "65536.0", "answer_90_1": "269_030_016"})
     submission = _executed(wrong, work / "wrong.ipynb")
     report = regrade.regrade(reference, submission, timeout=TIMEOUT)
     assert report.outputs_passed  # the outputs are genuine, the answer is not right
     assert not report.passed and report.score == (1, 2)
-    result = report.exercise("01.2")
-    assert result.status == "wrong" and result.detail.startswith("Exercise 01.2: not yet")
-    assert "FAIL 01.2: wrong" in regrade.format_report(report)
+    result = report.exercise("90.2")
+    assert result.status == "wrong" and result.detail.startswith("Exercise 90.2: not yet")
+    assert "FAIL 90.2: wrong" in regrade.format_report(report)
 
 
 def test_a_hanging_cell_fails_by_timeout_within_the_limit(honest, reference, work):
@@ -191,8 +200,8 @@ def test_deleted_reordered_and_added_cells_are_reported_not_crashed_on(honest, r
     assert len(report.structure.moved) == 1
     assert set(report.structure.moved) <= {"check-1", "answer-1"}
     assert report.structure.added == ["scratch"]
-    assert report.exercise("01.1").status == "missing"
-    assert report.exercise("01.2").status == "not run"  # raised NameError: run too early
+    assert report.exercise("90.1").status == "missing"
+    assert report.exercise("90.2").status == "not run"  # raised NameError: run too early
     errors = {cell.cell_id: cell.detail for cell in report.failed_cells()}
     assert "NameError" in errors["check-1"]
     assert errors.keys() == {"check-1", "scratch"}  # scratch was never executed
@@ -307,7 +316,7 @@ def test_the_student_copy_of_chapter_01_keeps_ids_and_checks_and_no_solution(tmp
     copy_ = nbformat.read(target, as_version=4)
     assert [c.id for c in copy_.cells] == [c.id for c in ref.cells]
     graded = [c for c in ref.cells if cells.is_graded(c)]
-    assert len(graded) >= 3
+    assert len(graded) >= 2
     for ref_cell, cell in zip(ref.cells, copy_.cells, strict=True):
         if cells.is_graded(ref_cell):
             assert cell.source == ref_cell.source and cells.is_graded(cell)
@@ -320,7 +329,7 @@ def test_the_student_copy_of_chapter_01_keeps_ids_and_checks_and_no_solution(tmp
                 if line.startswith("answer_"):
                     assert line.endswith(" = ...  # your answer here"), line
     assert student.leaked_solutions(ref, copy_) == []
-    assert "Exercise 01.1: correct" not in target.read_text()
+    assert not re.search(r"Exercise \d\d\.\d+: correct", target.read_text())
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
