@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .generation import generate
+from .modes import eval_mode
 
 
 def normalize(text: str) -> str:
@@ -91,12 +92,9 @@ def perplexity(
         raise ValueError("texts must be a non-empty list of strings.")
     if max_length < 2 or batch_size < 1:
         raise ValueError("max_length must be at least 2 and batch_size at least 1.")
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "right"
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    try:
+    with eval_mode(model, tokenizer, padding_side="right"):
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(
                 texts[start : start + batch_size],
@@ -111,9 +109,6 @@ def perplexity(
                 logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum"
             ).item()
             total_tokens += int((targets != -100).sum())
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     if total_tokens == 0:
         raise ValueError("no token to predict: every text is shorter than 2 tokens.")
     return math.exp(total_nll / total_tokens)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .modes import eval_mode
+
 Messages = list[dict[str, str]]
 
 
@@ -60,11 +62,9 @@ def generate(
         )
         for p in batch
     ]
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # new tokens must follow the prompt directly
     answers: list[str] = []
-    try:
+    # eval mode: see the module docstring; left padding: new tokens follow the prompt directly
+    with eval_mode(model, tokenizer, padding_side="left"):
         device = next(model.parameters()).device
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(
@@ -89,7 +89,4 @@ def generate(
                 t.strip()
                 for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)
             ]
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     return answers[0] if single else answers

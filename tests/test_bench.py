@@ -442,7 +442,7 @@ def test_compiling_is_judged_by_when_its_first_step_is_repaid():
 
 
 def test_the_report_renders_missing_figures_as_not_available():
-    assert report._num(float("nan")) == "n/a" and report._mb(None) == "n/a"
+    assert report._num(float("nan")) == "n/a" and report.megabytes(None) == "n/a"
     assert report._met(None) == "n/a" and report._pct(0.5) == "50%"
 
 

@@ -52,6 +52,7 @@ import torch
 from transformers import TrainerCallback
 
 from .. import hardware, training
+from ..chat import prompt_length
 from .flops import matmul_shape, training_step_flops
 
 CLASSIC_LENGTH = 128
@@ -370,10 +371,7 @@ def classic_dataset(tokenizer, train, max_length: int = CLASSIC_LENGTH):
         texts.append(
             tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
         )
-        prompt = tokenizer.apply_chat_template(
-            row["prompt"], tokenize=False, add_generation_prompt=True
-        )
-        prompt_lengths.append(len(tokenizer(prompt)["input_ids"]))
+        prompt_lengths.append(prompt_length(tokenizer, row))
     encoded = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True)
     return Dataset.from_dict(
         {

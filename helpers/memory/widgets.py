@@ -45,6 +45,7 @@ import sys
 import time
 from typing import Any
 
+from ..formatting import megabytes
 from .estimate import MemoryEstimate, estimate_training_memory
 from .measure import _proc_status_bytes, _reset_peak_rss, rss_bytes
 
@@ -457,7 +458,7 @@ class _MonitorMixin:
         loss = "n/a" if self.loss is None else f"{self.loss:.4f}"
         return (
             f"step {last['step']}/{self.max_steps}  loss {loss}  {self.what} "
-            f"{_mb(last['memory'])} (peak {_mb(last['peak'])})  {last['seconds']:.0f} s"
+            f"{megabytes(last['memory'])} (peak {megabytes(last['peak'])})  {last['seconds']:.0f} s"
         )
 
     def _print_line(self) -> None:
@@ -500,7 +501,3 @@ class _MonitorMixin:
         ax.legend(fontsize=8, loc="lower right")
         figure.tight_layout()
         return _png(figure)
-
-
-def _mb(nbytes: int | None) -> str:
-    return "n/a" if nbytes is None else f"{nbytes / 1e6:,.0f} MB"
