@@ -5,9 +5,9 @@
 - ``measure``: :func:`measure_peak_memory`, :class:`MemoryTracker` and
   :func:`measure_training_step` measure the same quantity (live tensor bytes) on the
   CPU or a GPU, and the process's RSS.
-- ``widgets``: :class:`MemoryCalculator` (the estimator with controls) and
-  :func:`MemoryMonitor` (a Trainer callback showing memory while training); both fall
-  back to text without ipywidgets or without a notebook.
+- ``widgets``: :class:`MemoryCalculator` (the estimator with controls), and
+  ``monitor``: :class:`MemoryMonitor` (a Trainer callback showing memory while
+  training); both fall back to text without ipywidgets or without a notebook.
 - ``oom``: :func:`explain_oom` turns an out-of-memory error into ranked advice.
 
 Imports are lazy: ``import helpers.memory`` loads nothing heavy until a name is used.
@@ -33,7 +33,7 @@ _EXPORTS = {
     "attention_support": "measure",
     "MemoryCalculator": "widgets",
     "memory_calculator": "widgets",
-    "MemoryMonitor": "widgets",
+    "MemoryMonitor": "monitor",
     "widgets_available": "widgets",
     "LABELS": "widgets",
     "explain_oom": "oom",
