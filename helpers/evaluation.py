@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .generation import generate
+from .generation import encoded_batches, generate
 from .modes import eval_mode
 
 
@@ -95,14 +95,10 @@ def perplexity(
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
     with eval_mode(model, tokenizer, padding_side="right"):
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-            ).to(device)
+        batches = encoded_batches(
+            tokenizer, texts, batch_size, device, truncation=True, max_length=max_length
+        )
+        for enc in batches:
             logits = model(**enc).logits[:, :-1].float()
             targets = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
             total_nll += torch.nn.functional.cross_entropy(

@@ -31,6 +31,17 @@ def _as_messages(prompt: str | Messages, system_prompt: str | None) -> Messages:
     )
 
 
+def encoded_batches(tokenizer, texts: Sequence[str], batch_size: int, device, **encode):
+    """The texts tokenized `batch_size` at a time, padded to the batch's longest, on `device`.
+
+    `encode` goes to the tokenizer (``truncation``, ``add_special_tokens``, ...); the
+    padding side is the tokenizer's (see ``helpers.modes.eval_mode``).
+    """
+    for start in range(0, len(texts), batch_size):
+        batch = list(texts[start : start + batch_size])
+        yield tokenizer(batch, return_tensors="pt", padding=True, **encode).to(device)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -66,13 +77,7 @@ def generate(
     # eval mode: see the module docstring; left padding: new tokens follow the prompt directly
     with eval_mode(model, tokenizer, padding_side="left"):
         device = next(model.parameters()).device
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(device)
+        for enc in encoded_batches(tokenizer, texts, batch_size, device, add_special_tokens=False):
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,

@@ -93,3 +93,16 @@ def test_megabytes_are_decimal_with_separators():
     assert formatting.megabytes(None) == "n/a"
     assert formatting.megabytes(1_669_000_000) == "1,669 MB"
     assert formatting.megabytes(538_060_032, 1) == "538.1 MB"
+
+
+def test_encoded_batches_cut_pad_and_pass_the_tokenizer_options(tiny):
+    _, tokenizer = tiny
+    texts = ["one", "two words", "three words here", "four", "a much longer fifth text"]
+    batches = list(
+        generation.encoded_batches(tokenizer, texts, 2, "cpu", max_length=3, truncation=True)
+    )
+    assert [b["input_ids"].shape[0] for b in batches] == [2, 2, 1]
+    for batch, start in zip(batches, (0, 2, 4), strict=True):
+        lengths = [min(len(tokenizer(t)["input_ids"]), 3) for t in texts[start : start + 2]]
+        assert batch["input_ids"].shape[1] == max(lengths)  # padded to the batch's longest
+        assert batch["attention_mask"].sum(1).tolist() == lengths

@@ -385,16 +385,21 @@ def _tiny_trainer(tiny, yoda, monitor, out_dir, steps=2):
     )  # fmt: skip
 
 
-def test_monitor_prints_lines_without_a_front_end(tiny, yoda, tmp_path):
-    out = io.StringIO()
-    monitor = memory.MemoryMonitor(stream=out)
-    assert monitor.use_widget is False
-    trainer = _tiny_trainer(tiny, yoda, monitor, tmp_path)
+def _train_tiny(tiny, yoda, monitor, out_dir) -> None:
+    """Train the tiny model's LoRA adapters for two steps, then take them off again."""
+    trainer = _tiny_trainer(tiny, yoda, monitor, out_dir)
     try:
         trainer.train()
     finally:
         trainer.model.unload()
         tiny[0].eval()
+
+
+def test_monitor_prints_lines_without_a_front_end(tiny, yoda, tmp_path):
+    out = io.StringIO()
+    monitor = memory.MemoryMonitor(stream=out)
+    assert monitor.use_widget is False
+    _train_tiny(tiny, yoda, monitor, tmp_path)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and lines[-1].startswith("step 2/2  loss ")
     assert "process RSS" in lines[-1]
@@ -410,12 +415,7 @@ def test_monitor_falls_back_to_text_without_ipywidgets(no_ipywidgets):
 def test_monitor_widget_panel_updates(tiny, yoda, tmp_path, capsys):
     pytest.importorskip("ipywidgets")
     monitor = memory.MemoryMonitor(widget=True, every=1)
-    trainer = _tiny_trainer(tiny, yoda, monitor, tmp_path)
-    try:
-        trainer.train()
-    finally:
-        trainer.model.unload()
-        tiny[0].eval()
+    _train_tiny(tiny, yoda, monitor, tmp_path)
     assert monitor._progress.value == 2
     assert monitor._image.value[:4] == b"\x89PNG"
     assert "step 2/2" in monitor._status.value
