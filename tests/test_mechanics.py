@@ -106,3 +106,24 @@ def test_encoded_batches_cut_pad_and_pass_the_tokenizer_options(tiny):
         lengths = [min(len(tokenizer(t)["input_ids"]), 3) for t in texts[start : start + 2]]
         assert batch["input_ids"].shape[1] == max(lengths)  # padded to the batch's longest
         assert batch["attention_mask"].sum(1).tolist() == lengths
+
+
+def test_lazy_exports_import_on_first_use_and_name_what_is_missing():
+    import subprocess
+    import sys
+
+    from helpers import lazy
+
+    getattr_, dir_ = lazy.lazy_exports(
+        "helpers", {"megabytes": "formatting", "mb": "formatting:megabytes"}
+    )
+    assert getattr_("mb") is getattr_("megabytes") is formatting.megabytes
+    assert dir_() == ["mb", "megabytes"]
+    with pytest.raises(AttributeError, match="'helpers' has no attribute 'nothing'"):
+        getattr_("nothing")
+    code = (
+        "import sys, helpers.memory as m; assert 'helpers.memory.oom' not in sys.modules; "
+        "m.explain_oom; assert 'helpers.memory.oom' in sys.modules; print(sorted(dir(m))[:2])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['Advice', 'LABELS']"
