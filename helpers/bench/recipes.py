@@ -187,16 +187,10 @@ class StepClock(TrainerCallback):
     :class:`Turnstile`, a step starts only when it is this trainer's turn.
     """
 
-    def __init__(
-        self,
-        label: str,
-        memory_step: int | None = None,
-        turnstile: Turnstile | None = None,
-        echo: bool = True,
-    ):
+    def __init__(self, label: str, memory_step: int | None = None, echo: bool = True):
         self.label = label
         self.memory_step = memory_step
-        self.turnstile = turnstile
+        self.turnstile: Turnstile | None = None  # set by the race that interleaves it
         self.echo = echo
         self.seconds: list[float] = []
         self.wall: list[float] = []

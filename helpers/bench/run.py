@@ -39,7 +39,15 @@ from .. import hardware, training
 from ..models import DEFAULT_MODEL
 from . import matmul, recipes, report
 from .quality import QualityWatcher
-from .variants import Variant, baseline_name, course_batch_size, proposal, variants, verdict
+from .variants import (
+    Compile,
+    Variant,
+    baseline_name,
+    course_batch_size,
+    proposal,
+    variants,
+    verdict,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "bench"
 GOAL_SPEEDUP = 5.0
@@ -624,7 +632,7 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 ),
             }
         )
-    if not any(v.name == "compile" for v in variant_list):
+    if not any(isinstance(v, Compile) for v in variant_list):
         rows.append(
             {
                 "name": "compile",
