@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .generation import generate
+from .generation import encoded_batches, generate
+from .modes import eval_mode
 
 
 def normalize(text: str) -> str:
@@ -91,29 +92,19 @@ def perplexity(
         raise ValueError("texts must be a non-empty list of strings.")
     if max_length < 2 or batch_size < 1:
         raise ValueError("max_length must be at least 2 and batch_size at least 1.")
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "right"
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    try:
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-            ).to(device)
+    with eval_mode(model, tokenizer, padding_side="right"):
+        batches = encoded_batches(
+            tokenizer, texts, batch_size, device, truncation=True, max_length=max_length
+        )
+        for enc in batches:
             logits = model(**enc).logits[:, :-1].float()
             targets = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
             total_nll += torch.nn.functional.cross_entropy(
                 logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum"
             ).item()
             total_tokens += int((targets != -100).sum())
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     if total_tokens == 0:
         raise ValueError("no token to predict: every text is shorter than 2 tokens.")
     return math.exp(total_nll / total_tokens)

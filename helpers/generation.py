@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .modes import eval_mode
+
 Messages = list[dict[str, str]]
 
 
@@ -27,6 +29,17 @@ def _as_messages(prompt: str | Messages, system_prompt: str | None) -> Messages:
         "A prompt is a string (the user's message) or a list of {'role', 'content'} "
         f"messages; got {type(prompt).__name__}."
     )
+
+
+def encoded_batches(tokenizer, texts: Sequence[str], batch_size: int, device, **encode):
+    """The texts tokenized `batch_size` at a time, padded to the batch's longest, on `device`.
+
+    `encode` goes to the tokenizer (``truncation``, ``add_special_tokens``, ...); the
+    padding side is the tokenizer's (see ``helpers.modes.eval_mode``).
+    """
+    for start in range(0, len(texts), batch_size):
+        batch = list(texts[start : start + batch_size])
+        yield tokenizer(batch, return_tensors="pt", padding=True, **encode).to(device)
 
 
 @torch.no_grad()
@@ -60,19 +73,11 @@ def generate(
         )
         for p in batch
     ]
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # new tokens must follow the prompt directly
     answers: list[str] = []
-    try:
+    # eval mode: see the module docstring; left padding: new tokens follow the prompt directly
+    with eval_mode(model, tokenizer, padding_side="left"):
         device = next(model.parameters()).device
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(device)
+        for enc in encoded_batches(tokenizer, texts, batch_size, device, add_special_tokens=False):
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
@@ -89,7 +94,4 @@ def generate(
                 t.strip()
                 for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)
             ]
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
     return answers[0] if single else answers

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from helpers.bench import course, flops, quality, recipes, report
+from helpers.bench import course, flops, quality, recipes, report, variants
 from helpers.bench import run as bench_run
 
 # ---------------------------------------------------------------- FLOP counting
@@ -423,7 +425,7 @@ def _compile_results(first_steps: float, compiled_step: float, plain_step: float
 
 def test_compiling_is_judged_by_when_its_first_step_is_repaid():
     # 60 s of compiling, 0.5 s saved a step: repaid after 120 steps, more than chapter 00's 90
-    measured, verdict = bench_run._compile_payback(
+    measured, verdict = variants.compile_payback(
         _compile_results(64.0, 2.0, 2.5), "reference", "1.25×", "switch to on"
     )
     assert (
@@ -431,18 +433,124 @@ def test_compiling_is_judged_by_when_its_first_step_is_repaid():
     )
     assert verdict == "keep off: repaid only after 120 steps; chapter 00 trains 90"
     # 30 s, 1 s saved a step: repaid after 30 steps, so the speed-up verdict stands
-    measured, verdict = bench_run._compile_payback(
+    measured, verdict = variants.compile_payback(
         _compile_results(34.0, 2.0, 3.0), "reference", "1.5×", "switch to on"
     )
     assert "repaid after 30 steps" in measured and verdict == "switch to on"
-    _, verdict = bench_run._compile_payback(
+    _, verdict = variants.compile_payback(
         _compile_results(46.0, 3.0, 2.5), "reference", "0.8×", "keep off"
     )
     assert verdict == "keep off: compiling costs time and saves none"
 
 
+def _tuning_results(speeds: dict[str, float], peaks: dict[str, int], bf16: dict) -> dict:
+    recipes_ = {
+        name: {"summary": {"useful_tokens_per_s": speed}, "memory": {"peak_bytes": peaks[name]}}
+        for name, speed in speeds.items()
+    }
+    return {"recipes": recipes_, "matmul": {"bf16_vs_fp32": bf16}, "plan": {"ttq_max_steps": 90}}
+
+
+EMULATED_BF16 = {
+    "ratio": 0.25,
+    "bf16_flops_per_s": 5e10,
+    "fp32_flops_per_s": 2e11,
+    "shape": "128x128x128",
+    "bf16_native": False,
+}
+
+
+def test_each_variant_is_compared_with_its_own_baseline_and_judges_itself():
+    listed = {v.name: v for v in variants.variants(bf16_default=False, with_compile=True)}
+    speeds = {"reference": 100.0, "batch_4": 50.0, "qlora_4": 45.0, "checkpointing": 70.0}
+    speeds |= {"eager": 130.0, "packing": 100.0}
+    peaks = {name: 1000 for name in speeds} | {"checkpointing": 600}
+    results = _tuning_results(speeds, peaks, EMULATED_BF16)
+    chosen = [listed[n] for n in ("qlora_4", "checkpointing", "eager", "packing", "autocast")]
+    rows = {r["name"]: r for r in bench_run.tuning(results, {"autocast": "not run: x"}, chosen)}
+    # 4-bit against batch 4 (0.9×: noise), not against the batch-8 reference (0.45×)
+    assert rows["qlora_4"]["compared_with"] == "batch_4"
+    assert rows["qlora_4"]["ratio"] == pytest.approx(0.9)
+    assert rows["qlora_4"]["verdict"].startswith("keep 4-bit in chapter 00")
+    assert rows["checkpointing"]["compared_with"] == "reference"
+    assert rows["checkpointing"]["verdict"] == "keep off: slower, for 40% less peak memory"
+    assert rows["eager"]["verdict"] == "switch to eager (matmul + softmax)"  # 1.3× >= CLEAR_GAIN
+    assert rows["packing"]["verdict"] == "keep off: no difference beyond noise"
+    assert rows["autocast"]["verdict"] == "keep fp32: bf16 is emulated here, its matmuls are slower"
+    assert rows["autocast"]["measured"].startswith("bf16 matmul 0.25× fp32 (50.0 vs 200.0 GFLOP/s")
+    assert rows["autocast"]["measured"].endswith("training step: not run: x")
+    # compile not raced: its row points to the separate measurement
+    (row,) = [r for r in bench_run.tuning(results, {}, []) if r["name"] == "compile"]
+    assert row["verdict"] == "keep off (bench/compile/results.md)" and row["ratio"] is None
+    # without a reference run the course run is the baseline
+    del results["recipes"]["reference"]
+    results["recipes"]["course"] = {"summary": {"useful_tokens_per_s": 100.0}, "memory": None}
+    assert variants.baseline_name(listed["eager"], results) == "course"
+    assert variants.baseline_name(listed["qlora_4"], results) == "batch_4"
+
+
+def test_a_variant_predicts_its_cost_and_says_what_it_changes():
+    listed = {v.name: v for v in variants.variants(bf16_default=False, with_compile=True)}
+    kernels = {"bf16_vs_fp32": {"ratio": 0.25}}
+    assert listed["autocast"].expected_cost(kernels) == 4.0  # its matmuls run at bf16's speed
+    on_gpu = {v.name: v for v in variants.variants(bf16_default=True, with_compile=False)}
+    assert on_gpu["autocast"].expected_cost(kernels) == 0.25 and on_gpu["autocast"].fp32
+    assert "compile" not in on_gpu
+    assert listed["trl_head"].expected_cost(kernels) == 1.35
+    assert listed["eager"].changed() == {"attention": "eager"}
+    assert listed["qlora_4"].changed() == {"per_device_train_batch_size": 4, "quantization": "4bit"}
+    assert listed["compile"].environment(Path("/w")) == {
+        "TORCHINDUCTOR_CACHE_DIR": str(Path("/w") / "inductor-cache")
+    }
+    assert listed["eager"].environment(Path("/w")) == {}
+    assert variants.proposal().name == variants.PROPOSED
+
+
+def test_scoped_environ_restores_changed_and_new_variables(monkeypatch):
+    monkeypatch.setenv("BENCH_TEST_OLD", "before")
+    monkeypatch.delenv("BENCH_TEST_NEW", raising=False)
+    with pytest.raises(RuntimeError):
+        with bench_run.scoped_environ({"BENCH_TEST_OLD": "during", "BENCH_TEST_NEW": "x"}):
+            assert os.environ["BENCH_TEST_OLD"] == "during" and os.environ["BENCH_TEST_NEW"] == "x"
+            raise RuntimeError("a race failed")
+    assert os.environ["BENCH_TEST_OLD"] == "before" and "BENCH_TEST_NEW" not in os.environ
+
+
+def test_the_compile_cache_is_set_for_the_tuning_race_only(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    seen = {}
+
+    def fake_build(bench, name, description, *, warmup, timed, variant=None):
+        seen.setdefault("warmup", warmup)
+        return name
+
+    def fake_race(name, entries, probe, results):
+        seen["entries"] = list(entries)
+        seen["cache"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+    monkeypatch.setattr(bench_run, "build_course", fake_build)
+    monkeypatch.setattr(bench_run, "race", fake_race)
+    bench = bench_run.Bench(
+        "tiny", bench_run.QUICK, "cpu", bench_run.Runner(None), tmp_path, None, {}
+    )
+    compile_ = next(v for v in variants.variants(False, True) if v.name == "compile")
+    bench_run.tuning_variants(bench, [compile_])
+    assert seen["entries"] == ["reference", "compile"]
+    assert seen["warmup"] == bench_run.QUICK.warmup + 1  # the race waits for compiling
+    assert seen["cache"] == str(tmp_path / "inductor-cache")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+
+
+def test_the_budget_is_the_plans_unless_given_and_lifted_for_compiling():
+    assert bench_run.run_budget(bench_run.FULL, None, compiles=False) == bench_run.FULL.budget
+    assert bench_run.run_budget(bench_run.FULL, None, compiles=True) is None
+    assert bench_run.run_budget(bench_run.FULL, 0, compiles=False) is None
+    assert bench_run.run_budget(bench_run.FULL, 100.0, compiles=True) == 100.0
+    assert bench_run.run_budget(bench_run.QUICK, None, compiles=False) is None
+
+
 def test_the_report_renders_missing_figures_as_not_available():
-    assert report._num(float("nan")) == "n/a" and report._mb(None) == "n/a"
+    assert report._num(float("nan")) == "n/a" and report.megabytes(None) == "n/a"
     assert report._met(None) == "n/a" and report._pct(0.5) == "50%"
 
 

@@ -385,16 +385,21 @@ def _tiny_trainer(tiny, yoda, monitor, out_dir, steps=2):
     )  # fmt: skip
 
 
-def test_monitor_prints_lines_without_a_front_end(tiny, yoda, tmp_path):
-    out = io.StringIO()
-    monitor = memory.MemoryMonitor(stream=out)
-    assert monitor.use_widget is False
-    trainer = _tiny_trainer(tiny, yoda, monitor, tmp_path)
+def _train_tiny(tiny, yoda, monitor, out_dir) -> None:
+    """Train the tiny model's LoRA adapters for two steps, then take them off again."""
+    trainer = _tiny_trainer(tiny, yoda, monitor, out_dir)
     try:
         trainer.train()
     finally:
         trainer.model.unload()
         tiny[0].eval()
+
+
+def test_monitor_prints_lines_without_a_front_end(tiny, yoda, tmp_path):
+    out = io.StringIO()
+    monitor = memory.MemoryMonitor(stream=out)
+    assert monitor.use_widget is False
+    _train_tiny(tiny, yoda, monitor, tmp_path)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and lines[-1].startswith("step 2/2  loss ")
     assert "process RSS" in lines[-1]
@@ -410,15 +415,64 @@ def test_monitor_falls_back_to_text_without_ipywidgets(no_ipywidgets):
 def test_monitor_widget_panel_updates(tiny, yoda, tmp_path, capsys):
     pytest.importorskip("ipywidgets")
     monitor = memory.MemoryMonitor(widget=True, every=1)
-    trainer = _tiny_trainer(tiny, yoda, monitor, tmp_path)
-    try:
-        trainer.train()
-    finally:
-        trainer.model.unload()
-        tiny[0].eval()
+    _train_tiny(tiny, yoda, monitor, tmp_path)
     assert monitor._progress.value == 2
     assert monitor._image.value[:4] == b"\x89PNG"
     assert "step 2/2" in monitor._status.value
+
+
+def test_monitor_is_a_trainer_callback_class_exported_where_it_was():
+    from transformers import TrainerCallback
+
+    from helpers.memory import monitor as monitor_module
+
+    assert isinstance(memory.MemoryMonitor, type)
+    assert memory.MemoryMonitor is widgets_module.MemoryMonitor is monitor_module.MemoryMonitor
+    monitor = memory.MemoryMonitor(every=5)
+    assert isinstance(monitor, TrainerCallback) and monitor.every == 5
+    # events it does not handle are the base class's no-ops
+    assert monitor.on_save(None, None, "control") is None
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        widgets_module.Nothing  # noqa: B018
+
+
+def test_importing_the_memory_package_does_not_import_transformers():
+    """The monitor's module imports transformers; the package and the widgets do not."""
+    import subprocess
+
+    code = (
+        "import sys, helpers.memory, helpers.memory.widgets, helpers.memory.estimate; "
+        "print('transformers' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_monitor_panel_text_is_what_chapter_05_stores(capsys):
+    """nbval compares the panel's text/plain repr at display time (chapter 05, section 6)."""
+    pytest.importorskip("ipywidgets")
+    from types import SimpleNamespace
+
+    monitor = memory.MemoryMonitor(widget=True, every=5)
+    monitor.on_train_begin(None, SimpleNamespace(max_steps=10), None)
+    assert repr(monitor._panel).startswith(
+        "VBox(children=(IntProgress(value=0, description='steps', max=10), "
+        "HTML(value='<b>memory monitor: no step yet</b>'), Image("
+    )
+    assert "memory monitor: no step yet" in capsys.readouterr().out  # displayed once
+
+
+def test_constants_come_from_lora_and_models():
+    from helpers import lora, models
+
+    assert est_module.LINEAR_NAMES is lora.PROJECTIONS
+    assert est_module.QUANTIZATIONS is models.QUANTIZATIONS
+    with pytest.raises(AttributeError):
+        est_module.NOT_A_CONSTANT  # noqa: B018
+    with pytest.raises(ValueError, match="not one of"):
+        memory.estimate_training_memory(
+            SMOLLM2, batch_size=1, seq_len=8, quantization="3bit", lora_rank=4
+        )
 
 
 # --- out of memory --------------------------------------------------------------------------
@@ -458,6 +512,23 @@ def test_explain_oom_ranks_advice_by_the_estimator():
     assert "DefaultCPUAllocator" in text and "1. turn on gradient checkpointing: -" in text
     best = memory.estimate_training_memory(SMOLLM2, gradient_checkpointing=True, **settings)
     assert err.advice[0].estimate.total == best.total
+
+
+def test_oom_advice_never_trains_pure_bf16_weights():
+    """Full fine-tuning keeps fp32 master weights (bf16 ones lose small updates, chapter 01)."""
+    full = memory.advise(SMOLLM2, batch_size=16, seq_len=512)
+    assert all(a.estimate.settings["dtype"] == "fp32" for a in full)
+    autocast = [a for a in full if a.estimate.settings["mixed_precision"] == "bf16"]
+    assert len(autocast) == 1 and "fp32 master weights" in autocast[0].change
+    assert "load the weights in bf16" not in "\n".join(str(a) for a in full)
+    # under LoRA the base is frozen: bf16 base weights are sound, the adapters stay fp32
+    lora = memory.advise(SMOLLM2, batch_size=8, seq_len=1024, lora_rank=16)
+    bf16 = [a for a in lora if a.estimate.settings["dtype"] == "bf16"]
+    assert len(bf16) == 1 and "frozen base weights in bf16" in bf16[0].change
+    assert bf16[0].estimate.settings["lora_rank"] == 16
+    # already under autocast: no second mixed-precision advice
+    mixed = memory.advise(SMOLLM2, batch_size=16, seq_len=512, mixed_precision="bf16")
+    assert not any("autocast" in a.change for a in mixed)
 
 
 def test_explain_oom_passes_other_errors_through():

@@ -15,8 +15,9 @@ same model and the same text, and writes ``bench/results.json`` and ``bench/resu
    (:mod:`.course`, tens of minutes) and adds the result to the table.
 
 It also flips one default at a time (the loss head, batch order, packing, padding, checkpointing,
-attention, batch size, 4-bit, autocast), so that each default of the helpers rests on a
-measured number, and races a *proposed* CPU recipe beside the default one.
+attention, batch size, 4-bit, autocast; :mod:`.variants` says how each is judged), so that
+each default of the helpers rests on a measured number, and races a *proposed* CPU recipe
+beside the default one.
 
 The machine may be shared with other work, so the recipes being compared train at the
 same time, their steps interleaved, with a matmul probe taking its turn between them

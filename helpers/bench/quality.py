@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainerCallback
 
+from ..chat import prompt_completion
+from ..modes import eval_mode
+
 
 @dataclass
 class Encoded:
@@ -40,16 +43,12 @@ def encode_references(tokenizer, rows) -> list[Encoded]:
     eos = tokenizer.eos_token_id
     encoded = []
     for row in rows:
-        prompt = tokenizer.apply_chat_template(
-            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
-        full = tokenizer.apply_chat_template(
-            row["prompt"] + row["completion"], tokenize=True, return_dict=True
-        )["input_ids"]
-        if full[: len(prompt)] != prompt:
+        chat = prompt_completion(tokenizer, row)
+        if not chat.prompt_is_prefix:
             raise ValueError("the chat template renders the prompt differently inside the chat")
-        end = full.index(eos, len(prompt)) + 1 if eos in full[len(prompt) :] else len(full)
-        encoded.append(Encoded(ids=full[:end], start=len(prompt), end=end))
+        full, start = chat.ids, chat.start
+        end = full.index(eos, start) + 1 if eos in full[start:] else len(full)
+        encoded.append(Encoded(ids=full[:end], start=start, end=end))
     return encoded
 
 
@@ -70,11 +69,9 @@ def teacher_forced_exact_match(
     encoded = encoded if encoded is not None else encode_references(tokenizer, rows)
     backbone, head = _backbone_and_head(model)
     device = head.weight.device
-    was_training = model.training
-    model.eval()
     hits = [False] * len(encoded)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))  # less padding
-    try:
+    with eval_mode(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             width = max(len(encoded[i].ids) for i in chunk)
@@ -92,8 +89,6 @@ def teacher_forced_exact_match(
                 logits = head(hidden[row, e.start - 1 : e.end - 1])
                 target = torch.tensor(e.ids[e.start : e.end], device=logits.device)
                 hits[i] = bool((logits.argmax(-1) == target).all())
-    finally:
-        model.train(was_training)
     return hits
 
 

@@ -52,6 +52,7 @@ import torch
 from transformers import TrainerCallback
 
 from .. import hardware, training
+from ..chat import prompt_length
 from .flops import matmul_shape, training_step_flops
 
 CLASSIC_LENGTH = 128
@@ -186,16 +187,10 @@ class StepClock(TrainerCallback):
     :class:`Turnstile`, a step starts only when it is this trainer's turn.
     """
 
-    def __init__(
-        self,
-        label: str,
-        memory_step: int | None = None,
-        turnstile: Turnstile | None = None,
-        echo: bool = True,
-    ):
+    def __init__(self, label: str, memory_step: int | None = None, echo: bool = True):
         self.label = label
         self.memory_step = memory_step
-        self.turnstile = turnstile
+        self.turnstile: Turnstile | None = None  # set by the race that interleaves it
         self.echo = echo
         self.seconds: list[float] = []
         self.wall: list[float] = []
@@ -370,10 +365,7 @@ def classic_dataset(tokenizer, train, max_length: int = CLASSIC_LENGTH):
         texts.append(
             tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
         )
-        prompt = tokenizer.apply_chat_template(
-            row["prompt"], tokenize=False, add_generation_prompt=True
-        )
-        prompt_lengths.append(len(tokenizer(prompt)["input_ids"]))
+        prompt_lengths.append(prompt_length(tokenizer, row))
     encoded = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True)
     return Dataset.from_dict(
         {

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 
+from ..formatting import megabytes
+
 
 def _num(value, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:,.{digits}f}"
-
-
-def _mb(nbytes) -> str:
-    return "n/a" if nbytes is None else f"{nbytes / 1e6:,.0f} MB"
 
 
 def _met(value) -> str:
@@ -88,12 +86,13 @@ def goals_table(goals: dict) -> list[str]:
     )
     m = goals["memory"]
     rows.append(
-        f"| 3. peak memory of a training step (live tensors) | {_mb(m['course_bytes'])} | "
-        f"{_mb(m['classic_bytes'])} | {_ratio(m['ratio'])} | < 1× | {_met(m['met'])} |"
+        f"| 3. peak memory of a training step (live tensors) | {megabytes(m['course_bytes'])} | "
+        f"{megabytes(m['classic_bytes'])} | {_ratio(m['ratio'])} | < 1× | {_met(m['met'])} |"
     )
     f = goals["footprint"]
     rows.append(
-        f"| 3. model footprint, 4-bit vs fp32 | {_mb(f['bytes_4bit'])} | {_mb(f['bytes_fp32'])} | "
+        f"| 3. model footprint, 4-bit vs fp32 | {megabytes(f['bytes_4bit'])} | "
+        f"{megabytes(f['bytes_fp32'])} | "
         f"{_ratio(f['ratio'])} | ≤ {f['goal']:g}× | {_met(f['met'])} |"
     )
     q = goals["time_to_quality"]
@@ -153,7 +152,7 @@ def recipes_table(results: dict) -> list[str]:
             f"{_num(s['useful_tokens_per_s'])} | {_num(s['examples_per_s'], 2)} | "
             f"{_num(s['executed_tokens_per_s'])} | {_num(s['flops_per_s'] / 1e9)} | "
             f"{_pct(util)} / {_pct(r.get('utilization_of_best_peak'))} | "
-            f"{_mb(memory.get('peak_bytes'))} |"
+            f"{megabytes(memory.get('peak_bytes'))} |"
         )
     return rows
 

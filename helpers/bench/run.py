@@ -6,7 +6,7 @@ Sections, in order (``python -m helpers.bench`` prints each one's time):
 2. kernels: the fp32 matmul peak (all threads, and one), bf16 against fp32 on a
    model-sized product, and the loss over the vocabulary computed two ways;
 3. course vs classic: both recipes, and the course recipe with the change the benchmark
-   proposes (``PROPOSED``), steps interleaved, with a matmul probe taking its turn
+   proposes (``variants.PROPOSED``), steps interleaved, with a matmul probe taking its turn
    between steps (goals 1, 2 and 3);
 4. time to quality: chapter 00's recipe until 80% exact match (goal 4), and the
    4-bit footprint (goal 3);
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import inspect
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,15 +39,20 @@ from .. import hardware, training
 from ..models import DEFAULT_MODEL
 from . import matmul, recipes, report
 from .quality import QualityWatcher
+from .variants import (
+    Compile,
+    Variant,
+    baseline_name,
+    course_batch_size,
+    proposal,
+    variants,
+    verdict,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "bench"
 GOAL_SPEEDUP = 5.0
 GOAL_UTILIZATION = 0.5
 GOAL_FOOTPRINT = 0.35
-# Two runs of the same recipe in one benchmark on this shared 2-core machine differed by
-# up to 15% (the course recipe and its "reference" rerun; eager vs sdpa read 1.03× in one
-# run and 1.15× in the next): below this ratio a difference is noise, and a default stays.
-CLEAR_GAIN = 1.2
 # A race whose matmul probe ran below this share of the run's best was run on a busy
 # machine: other processes' memory traffic slows memory-bound steps (full fine-tuning's
 # optimizer, big logits) more than compute-bound ones, which skews ratios.
@@ -107,132 +112,6 @@ QUICK = Plan(
 )
 
 
-# The tuning variant the benchmark proposes next, raced beside the default and the classic
-# recipe. (transformers' own group_by_length is not a candidate: it sorts each bucket
-# longest first, so the first steps hold the longest examples, which flatters a benchmark
-# of a few steps; the course's bucketed order keeps the batches in random order.)
-PROPOSED = "packing"
-
-
-@dataclass
-class Variant:
-    """One default flipped, to see what it costs or saves (a tuning experiment)."""
-
-    name: str
-    setting: str
-    default: str
-    alternative: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    attention: str | None = None  # another attention implementation
-    quantization: str | None = None  # load the base model quantized
-    fp32: bool = False  # start from fp32 weights (where the default loads bf16, on a GPU)
-    cost: float = 1.0  # expected step time relative to the course recipe's
-    warmup: int = 0  # untimed steps it needs beyond the plan's (the whole race waits for it)
-
-
-def proposal_description(variant: Variant) -> str:
-    return f"{variant.setting}: {variant.alternative}"
-
-
-def course_batch_size() -> int:
-    return inspect.signature(training.sft_config).parameters["per_device_train_batch_size"].default
-
-
-def variants(bf16_default: bool, with_compile: bool) -> list[Variant]:
-    """The tuning experiments, most informative first (the budget may cut the list)."""
-    found = [
-        Variant(
-            "trl_head",
-            "output layer (LM head) in the loss",
-            "on the scored (answer) positions only",
-            "trl's fused head, on every position",
-            {"lm_head": "trl"},
-            cost=1.35,
-        ),
-        Variant(
-            "random_order",
-            "batch order",
-            "batches of similar lengths, in random order",
-            "random (transformers' shuffle)",
-            {"batch_order": "random"},
-            cost=1.15,
-        ),
-        Variant(
-            "packing",
-            "packing",
-            "off",
-            "bfd packing, 3 rows of 128 tokens (about as many as 8 padded examples)",
-            {"packing": True, "per_device_train_batch_size": 3},
-        ),
-        Variant(
-            "padding_free",
-            "padding",
-            "pad to the longest example of the batch",
-            "padding-free (one row, no padding)",
-            {"padding_free": True},
-        ),
-        Variant(
-            "checkpointing",
-            "gradient checkpointing",
-            "off",
-            "on",
-            {"gradient_checkpointing": True},
-            cost=1.4,
-        ),
-        Variant(
-            "eager", "attention", "sdpa", "eager (matmul + softmax)", attention="eager", cost=1.2
-        ),
-        Variant(
-            "batch_4",
-            "batch size",
-            f"{course_batch_size()}",
-            "4",
-            {"per_device_train_batch_size": 4},
-            cost=0.55,
-        ),
-        Variant(
-            "batch_16",
-            "batch size",
-            f"{course_batch_size()}",
-            "16",
-            {"per_device_train_batch_size": 16},
-            cost=1.9,
-        ),
-        Variant(
-            "qlora_4",
-            "base model (chapter 00)",
-            "fp32, batch 4",
-            "4-bit, batch 4",
-            {"per_device_train_batch_size": 4},
-            quantization="4bit",
-            cost=0.65,
-        ),
-        Variant(
-            "autocast",
-            "mixed precision",
-            "bf16 autocast" if bf16_default else "fp32 (no native bf16 here)",
-            "fp32" if bf16_default else "bf16 autocast",
-            {"bf16": not bf16_default},
-            fp32=bf16_default,
-        ),
-    ]
-    if with_compile:  # minutes of compiling on a small CPU
-        found.append(
-            # Two steps compile: the first batch's shapes, then (at the second length) a
-            # graph for any length.
-            Variant(
-                "compile",
-                "torch.compile",
-                "off",
-                "on",
-                {"torch_compile": True},
-                cost=60.0,
-                warmup=1,
-            )
-        )
-    return found
-
-
 class Runner:
     """Keeps time: sections and the budget."""
 
@@ -256,6 +135,27 @@ class Runner:
         finally:
             self.sections[name] = time.perf_counter() - start
             print(f"[{self.elapsed():6.0f} s] {name}: {self.sections[name]:.0f} s", flush=True)
+
+
+@contextlib.contextmanager
+def scoped_environ(changes: Mapping[str, str]):
+    """Set environment variables for the block only: afterwards each has its old value
+    again, or is unset if it was (also after an exception)."""
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def four_bit_here(device: str) -> bool:
+    """Whether bitsandbytes' 4-bit path runs on this device (not on Apple's mps)."""
+    return hardware.bitsandbytes_available() and device != "mps"
 
 
 def _load_average() -> float | None:
@@ -300,7 +200,7 @@ def machine_meta(model_name: str, quick: bool, device: str) -> dict[str, Any]:
     }
 
 
-# --- sections -------------------------------------------------------------------------------
+# --- sections: measuring -------------------------------------------------------------------
 
 
 def measure_kernels(plan: Plan, device: str, head_weight, head_tokens: int) -> dict[str, Any]:
@@ -361,36 +261,54 @@ class Entry:
     memory_step: int | None
 
 
+@dataclass
+class Bench:
+    """What the sections of one run share: plan, clock, models, data and the results."""
+
+    model_name: str
+    plan: Plan
+    device: str
+    runner: Runner
+    workdir: Path
+    probe: Callable[[], dict[str, float]]
+    results: dict[str, Any]
+    skipped: dict[str, str] = field(default_factory=dict)
+    base: Any = None  # the course's model (its default dtype)
+    base_fp32: Any = None  # the classic recipe's (the same model on a CPU)
+    tokenizer: Any = None
+    data: Any = None
+    classic_data: Any = None
+    bf16_default: bool = False
+    rows: Any = None  # the test sentences of the time-to-quality checks
+    chapter00: tuple[Any, Any] | None = None  # (trainer, tokenizer) trained to quality
+    variant_list: list[Variant] = field(default_factory=list)
+
+
 def build_course(
+    bench: Bench,
     name: str,
     description: str,
-    base,
-    tokenizer,
-    train,
-    workdir: Path,
-    turnstile: recipes.Turnstile | None,
     *,
     warmup: int,
     timed: int,
     variant: Variant | None = None,
-    model_name: str = DEFAULT_MODEL,
-    base_fp32=None,
 ) -> Entry:
-    if variant is not None and variant.quantization:
-        from ..models import load_model
-
-        model, _ = load_model(model_name, quantization=variant.quantization)
-    elif variant is not None and variant.fp32 and base_fp32 is not None:
-        model = recipes.fresh(base_fp32)
+    """The course recipe (with `variant`'s change, if any), ready to race."""
+    if variant is None:
+        model = recipes.fresh(bench.base)
     else:
-        model = recipes.fresh(base)
-    if variant is not None and variant.attention:
-        model.set_attn_implementation(variant.attention)
+        model = variant.model(bench.base, bench.base_fp32, bench.model_name)
     overrides = dict(variant.overrides) if variant else {}
     steps = warmup + timed + 1
-    clock = recipes.StepClock(name, memory_step=steps, turnstile=turnstile)
+    clock = recipes.StepClock(name, memory_step=steps)
     trainer = recipes.course_trainer(
-        model, tokenizer, train, str(workdir / name), steps, clock, **overrides
+        model,
+        bench.tokenizer,
+        bench.data["train"],
+        str(bench.workdir / name),
+        steps,
+        clock,
+        **overrides,
     )
     settings = {
         "batch_size": trainer.args.per_device_train_batch_size,
@@ -405,36 +323,22 @@ def build_course(
         "quantization": getattr(variant, "quantization", None),
     }
     if variant is not None:
-        changed = dict(variant.overrides)
-        if variant.attention:
-            changed["attention"] = variant.attention
-        if variant.quantization:
-            changed["quantization"] = variant.quantization
-        settings["changed"] = changed
+        settings["changed"] = variant.changed()
     result = recipes.RecipeResult(name, description, settings, warmup)
     return Entry(result, trainer, clock, timed, steps)
 
 
-def build_classic(
-    base,
-    tokenizer,
-    dataset,
-    workdir: Path,
-    turnstile: recipes.Turnstile | None,
-    *,
-    warmup,
-    timed,
-    order: list[int] | None = None,
-) -> Entry:
-    model = recipes.fresh(base)
+def build_classic(bench: Bench, *, warmup: int, timed: int, order: list[int] | None) -> Entry:
+    """The classic recipe (full fine-tuning of the fp32 model), ready to race."""
+    model = recipes.fresh(bench.base_fp32)
     steps = warmup + timed + 1
-    clock = recipes.StepClock("classic", memory_step=steps, turnstile=turnstile)
+    clock = recipes.StepClock("classic", memory_step=steps)
     batch = course_batch_size()
     trainer = recipes.classic_trainer(
         model,
-        tokenizer,
-        dataset,
-        str(workdir / "classic"),
+        bench.tokenizer,
+        bench.classic_data,
+        str(bench.workdir / "classic"),
         steps,
         clock,
         batch_size=batch,
@@ -627,9 +531,7 @@ def goals(results: dict, course: dict | None) -> dict[str, Any]:
             "goal": GOAL_SPEEDUP,
             "met": None if speedup is None else speedup >= GOAL_SPEEDUP,
             "proposed": proposed,
-            "proposed_description": proposal_description(
-                next(v for v in variants(False, False) if v.name == PROPOSED)
-            ),
+            "proposed_description": proposal().description,
             "proposed_ratio": proposed_speedup,
             "proposed_met": None if proposed_speedup is None else proposed_speedup >= GOAL_SPEEDUP,
         },
@@ -667,41 +569,6 @@ def _speed(results: dict, name: str) -> float | None:
     return None if r is None else r["summary"]["useful_tokens_per_s"]
 
 
-def _verdict(ratio: float | None, switch: str, keep: str) -> str:
-    if ratio is None:
-        return "not measured"
-    if ratio >= CLEAR_GAIN:
-        return switch
-    if ratio > 1 / CLEAR_GAIN:
-        return f"keep {keep}: no difference beyond noise"
-    return f"keep {keep}"
-
-
-def _compile_payback(results: dict, base: str, measured: str, verdict: str) -> tuple[str, str]:
-    """Add what compiling costs up front, and after how many steps a faster step repays it.
-
-    The warm-up steps of the compiled recipe hold the compilation; the time they take
-    beyond as many compiled steps is the cost. Chapter 00, the longest training of the
-    course, trains the plan's ``ttq_max_steps`` (90).
-    """
-    chapter_steps = results["plan"]["ttq_max_steps"]
-    compiled = results["recipes"]["compile"]
-    warmup = compiled["steps"][: compiled["warmup"]]
-    step = compiled["summary"]["step_seconds"]
-    saved = results["recipes"][base]["summary"]["step_seconds"] - step
-    cost = max(sum(s["seconds"] for s in warmup) - len(warmup) * step, 0.0)
-    measured += f"; compiling: {cost:.0f} s in the first {len(warmup)} steps"
-    if saved <= 0:
-        return measured + ", never repaid", "keep off: compiling costs time and saves none"
-    payback = cost / saved
-    measured += f", repaid after {payback:.0f} steps of {saved:.2f} s saved"
-    if payback > chapter_steps:
-        verdict = (
-            f"keep off: repaid only after {payback:.0f} steps; chapter 00 trains {chapter_steps}"
-        )
-    return measured, verdict
-
-
 def _peak_bytes(results: dict, name: str) -> int | None:
     return (results["recipes"].get(name, {}).get("memory") or {}).get("peak_bytes")
 
@@ -710,37 +577,14 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
     """One line per default: what the run measured, and what it says about the default."""
     rows = []
     kernels = results["matmul"]
-    # Variants ran beside a second run of the course recipe: compare with that one.
-    reference = "reference" if "reference" in results["recipes"] else "course"
-    b = kernels["bf16_vs_fp32"]
     for v in variant_list:
-        base = "batch_4" if v.name == "qlora_4" else reference
+        base = baseline_name(v, results)
         ratio = _ratio(_speed(results, v.name), _speed(results, base))
         measured = f"useful tokens/s {ratio:.2f}×" if ratio is not None else None
         mem = _ratio(_peak_bytes(results, v.name), _peak_bytes(results, base))
         if measured and mem is not None:
             measured += f", peak memory {mem:.2f}×"
-        measured = measured or skipped.get(v.name, "not run")
-        keep = v.default
-        verdict = _verdict(ratio, f"switch to {v.alternative}", keep)
-        if v.name == "autocast":
-            measured = (
-                f"bf16 matmul {b['ratio']:.2f}× fp32 ({b['bf16_flops_per_s'] / 1e9:.1f} vs "
-                f"{b['fp32_flops_per_s'] / 1e9:.1f} GFLOP/s, {b['shape']}); training step: "
-                + measured
-            )
-            if ratio is None and not b["bf16_native"] and b["ratio"] < 1:
-                verdict = "keep fp32: bf16 is emulated here, its matmuls are slower"
-        if v.name == "qlora_4" and ratio is not None:
-            verdict = (
-                "keep 4-bit in chapter 00: it is about memory, and costs no time beyond noise"
-                if ratio > 1 / CLEAR_GAIN
-                else f"4-bit costs time here ({1 / ratio:.2f}× slower); it saves memory"
-            )
-        if v.name == "compile" and ratio is not None:
-            measured, verdict = _compile_payback(results, base, measured, verdict)
-        if v.name == "checkpointing" and ratio is not None and ratio < 1:
-            verdict = f"keep off: slower, for {1 - mem:.0%} less peak memory" if mem else verdict
+        measured, said = v.judge(results, measured or skipped.get(v.name, "not run"), ratio, mem)
         rows.append(
             {
                 "name": v.name,
@@ -751,7 +595,7 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 "ratio": ratio,
                 "memory_ratio": mem,
                 "measured": measured,
-                "verdict": verdict,
+                "verdict": said,
             }
         )
     if "threads" in kernels:
@@ -765,7 +609,7 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 "alternative": "1",
                 "ratio": ratio,
                 "measured": f"fp32 matmul peak {ratio:.2f}×",
-                "verdict": _verdict(ratio, "switch to 1 thread", f"{t['default']} threads"),
+                "verdict": verdict(ratio, "switch to 1 thread", f"{t['default']} threads"),
             }
         )
     head = kernels.get("loss_head")
@@ -780,7 +624,7 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 "ratio": ratio,
                 "measured": f"full logits {ratio:.2f}× as fast ({head['plain_seconds']:.2f} s vs "
                 f"{head['fused_seconds']:.2f} s, forward + backward, {head['tokens']} tokens)",
-                "verdict": _verdict(
+                "verdict": verdict(
                     ratio,
                     "full logits are faster here than trl's head; the course's loss needs "
                     "neither (the trl_head variant measures trl's way)",
@@ -788,7 +632,7 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 ),
             }
         )
-    if not any(v.name == "compile" for v in variant_list):
+    if not any(isinstance(v, Compile) for v in variant_list):
         rows.append(
             {
                 "name": "compile",
@@ -805,7 +649,181 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
     return rows
 
 
-# --- the run --------------------------------------------------------------------------------
+# --- the sections, in order -----------------------------------------------------------------
+
+
+def setup(bench: Bench) -> None:
+    """1. The course's model (and an fp32 one where that differs), the data, the padded text."""
+    from ..data import load_dataset
+    from ..models import load_model
+
+    bench.base, bench.tokenizer = load_model(bench.model_name)  # the course's default dtype
+    bench.base_fp32 = bench.base  # the classic recipe's: the same model on a CPU
+    if bench.base.dtype != torch.float32:  # a GPU with native bf16
+        bench.base_fp32, _ = load_model(bench.model_name, dtype=torch.float32)
+    bench.data = load_dataset("yoda")
+    bench.classic_data = recipes.classic_dataset(bench.tokenizer, bench.data["train"])
+    bench.bf16_default = bool(training.sft_config(str(bench.workdir / "probe")).bf16)
+
+
+def kernels(bench: Bench) -> None:
+    """2. The matmul peaks, bf16 against fp32, and the loss head two ways."""
+    head_tokens = course_batch_size() * 50  # a typical padded Yoda batch
+    bench.results["matmul"] = measure_kernels(
+        bench.plan, bench.device, bench.base.get_output_embeddings().weight, head_tokens
+    )
+
+
+def course_vs_classic(bench: Bench) -> None:
+    """3. The course recipe, the classic one and the proposed change, raced (goals 1-3)."""
+    plan = bench.plan
+    course = build_course(
+        bench,
+        "course",
+        "helpers' defaults: LoRA r=16, SFTTrainer",
+        warmup=plan.warmup,
+        timed=plan.course_steps,
+    )
+    proposed = proposal()
+    classic = build_classic(
+        bench,
+        warmup=plan.warmup,
+        timed=plan.classic_steps,
+        order=recipes.first_epoch_order(course.trainer),
+    )
+    entries = [
+        course,
+        classic,
+        build_course(
+            bench,
+            "proposed",
+            f"course recipe with {proposed.description} (proposed)",
+            warmup=plan.warmup,
+            timed=plan.course_steps,
+            variant=proposed,
+        ),
+    ]
+    race("course vs classic", entries, bench.probe, bench.results)
+
+
+def time_to_quality(bench: Bench) -> None:
+    """4. Chapter 00's recipe until 80% exact match (goal 4), and the 4-bit footprint."""
+    results, plan, runner = bench.results, bench.plan, bench.runner
+    test = bench.data["test"]
+    bench.rows = test.select(range(min(plan.ttq_rows, len(test))))
+    results["footprint"] = {
+        "bytes_fp32": bench.base_fp32.get_memory_footprint(),
+        "bytes_4bit": None,
+    }
+    if not four_bit_here(bench.device):
+        results["time_to_quality"] = {
+            "skipped": "bitsandbytes 4-bit is not available on this device"
+        }
+        return
+    # Whatever the load, stop in time to write the results.
+    deadline = None if runner.budget is None else runner.start + runner.budget - 30
+    result, quality, footprint, samples, trainer, tokenizer = train_chapter00(
+        bench.model_name,
+        bench.data["train"],
+        bench.rows,
+        bench.workdir,
+        plan,
+        bench.probe,
+        deadline,
+    )
+    results["recipes"]["chapter00"] = {**result.as_dict(), "race": "time to quality"}
+    results["races"]["time to quality"] = probe_summary(samples)
+    results["footprint"]["bytes_4bit"] = footprint
+    results["time_to_quality"] = quality
+    bench.chapter00 = (trainer, tokenizer)
+
+
+def choose_variants(bench: Bench, wanted: list[str] | tuple[str, ...] | None, with_compile: bool):
+    """5a. The variants asked for that fit in the time left; the others are noted as skipped."""
+    plan = bench.plan
+    bench.variant_list = [
+        v
+        for v in variants(bench.bf16_default, with_compile or "compile" in (wanted or ()))
+        if (wanted is None or v.name in wanted)
+        and (four_bit_here(bench.device) or not v.quantization)
+    ]
+    course_step = bench.results["recipes"]["course"]["summary"]["step_seconds"]
+    per_recipe = plan.warmup + plan.variant_steps + 1
+    planned = per_recipe * course_step + 10  # the reference run
+    chosen: list[Variant] = []
+    for v in bench.variant_list:
+        predicted = per_recipe * course_step * v.expected_cost(bench.results["matmul"]) + 5
+        if bench.runner.fits(planned + predicted):
+            chosen.append(v)
+            planned += predicted
+        else:
+            bench.skipped[v.name] = f"not run: about {predicted:.0f} s, over the time budget"
+            print(f"skipping variant {v.name}: {bench.skipped[v.name]}")
+    return chosen
+
+
+def tuning_variants(bench: Bench, chosen: list[Variant]) -> None:
+    """5b. The course recipe again beside copies of it with one default flipped, raced."""
+    # every recipe of the race is timed on the same steps, so the same batches
+    warmup = bench.plan.warmup + max(v.warmup for v in chosen)
+    timed = bench.plan.variant_steps
+    environment: dict[str, str] = {}
+    for v in chosen:
+        environment.update(v.environment(bench.workdir))
+    with scoped_environ(environment):
+        entries = [
+            build_course(
+                bench,
+                "reference",
+                "the course recipe again, beside the variants",
+                warmup=warmup,
+                timed=timed,
+            )
+        ]
+        for v in chosen:
+            description = f"course recipe with {v.description}"
+            entries.append(
+                build_course(bench, v.name, description, warmup=warmup, timed=timed, variant=v)
+            )
+        race("tuning variants", entries, bench.probe, bench.results)
+
+
+def confirm(bench: Bench) -> None:
+    """6. The chapter's own score of the model from section 4, if there is time left."""
+    if bench.chapter00 is None:
+        return
+    trainer, tokenizer = bench.chapter00
+    bench.chapter00 = None
+    quality = bench.results["time_to_quality"]
+    checks = quality["checks"]
+    per_check = statistics.mean([c["seconds"] for c in checks]) if checks else 30.0
+    if bench.runner.fits(3 * per_check + 10):
+        with bench.runner.section("confirm by generation"):
+            confirm_by_generation(quality, trainer, tokenizer, bench.rows)
+    else:
+        quality["generated_accuracy"] = None
+        quality["generated_skipped"] = "over the time budget"
+    del trainer
+    gc.collect()
+
+
+def conclude(bench: Bench) -> None:
+    """Peaks, utilization and the tuning table, from what the sections measured."""
+    results = bench.results
+    results["peaks"] = best_peaks(results)
+    utilization(results)
+    results["skipped"] = bench.skipped
+    results["tuning"] = tuning(results, bench.skipped, bench.variant_list)
+    results["meta"]["load_end"] = _load_average()
+    results["meta"]["seconds"] = bench.runner.elapsed()
+    results["sections"] = bench.runner.sections
+
+
+def run_budget(plan: Plan, budget: float | None, compiles: bool) -> float | None:
+    """Seconds for the run (None: no limit); see :func:`run`."""
+    if compiles and budget is None:
+        budget = 0  # compiling takes minutes; the budget would always leave it out
+    return plan.budget if budget is None else (budget or None)
 
 
 def run(
@@ -824,181 +842,35 @@ def run(
     run only if they fit. with_compile: add the torch.compile variant (and lift the
     budget unless one is given). only_variants: run these tuning variants only.
     """
-    from ..data import load_dataset
-    from ..models import load_model
-
     plan = QUICK if quick else FULL
-    if (with_compile or "compile" in (only_variants or ())) and budget is None:
-        budget = 0  # compiling takes minutes; the budget would always leave it out
-    budget = plan.budget if budget is None else (budget or None)
+    wanted = only_variants if only_variants is not None else plan.variants
+    budget = run_budget(plan, budget, with_compile or "compile" in (only_variants or ()))
     device = hardware.device_name()
     torch.manual_seed(0)
     runner = Runner(budget)
-    meta = machine_meta(model_name, quick, device)
-    results: dict[str, Any] = {"meta": meta, "plan": plan.__dict__, "recipes": {}, "races": {}}
-    skipped: dict[str, str] = {}
+    results: dict[str, Any] = {
+        "meta": machine_meta(model_name, quick, device),
+        "plan": plan.__dict__,
+        "recipes": {},
+        "races": {},
+    }
     probe = make_probe(plan, device)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
+        bench = Bench(model_name, plan, device, runner, Path(tmp), probe, results)
         with runner.section("setup"):
-            base, tokenizer = load_model(model_name)  # the course's default dtype
-            base_fp32 = base  # the classic recipe's: the same model on a CPU
-            if base.dtype != torch.float32:  # a GPU with native bf16
-                base_fp32, _ = load_model(model_name, dtype=torch.float32)
-            data = load_dataset("yoda")
-            classic_data = recipes.classic_dataset(tokenizer, data["train"])
-            bf16_default = bool(training.sft_config(str(workdir / "probe")).bf16)
+            setup(bench)
         with runner.section("kernels"):
-            head_tokens = course_batch_size() * 50  # a typical padded Yoda batch
-            results["matmul"] = measure_kernels(
-                plan, device, base.get_output_embeddings().weight, head_tokens
-            )
-
+            kernels(bench)
         with runner.section("course vs classic"):  # goals 1, 2, 3
-            course = build_course(
-                "course",
-                "helpers' defaults: LoRA r=16, SFTTrainer",
-                base,
-                tokenizer,
-                data["train"],
-                workdir,
-                None,
-                warmup=plan.warmup,
-                timed=plan.course_steps,
-            )
-            proposal = next(v for v in variants(bf16_default, False) if v.name == PROPOSED)
-            entries = [
-                course,
-                build_classic(
-                    base_fp32,
-                    tokenizer,
-                    classic_data,
-                    workdir,
-                    None,
-                    warmup=plan.warmup,
-                    timed=plan.classic_steps,
-                    order=recipes.first_epoch_order(course.trainer),
-                ),
-                build_course(
-                    "proposed",
-                    f"course recipe with {proposal_description(proposal)} (proposed)",
-                    base,
-                    tokenizer,
-                    data["train"],
-                    workdir,
-                    None,
-                    warmup=plan.warmup,
-                    timed=plan.course_steps,
-                    variant=Variant("proposed", "", "", "", dict(proposal.overrides)),
-                ),
-            ]
-            race("course vs classic", entries, probe, results)
-
-        rows = data["test"].select(range(min(plan.ttq_rows, len(data["test"]))))
-        chapter00: list[Any] = []
-        results["footprint"] = {
-            "bytes_fp32": base_fp32.get_memory_footprint(),
-            "bytes_4bit": None,
-        }
+            course_vs_classic(bench)
         with runner.section("time to quality"):  # goal 4, and the 4-bit footprint
-            if hardware.bitsandbytes_available() and device != "mps":
-                # Whatever the load, stop in time to write the results.
-                deadline = None if budget is None else runner.start + budget - 30
-                result, quality, footprint, samples, *chapter00 = train_chapter00(
-                    model_name, data["train"], rows, workdir, plan, probe, deadline
-                )
-                results["recipes"]["chapter00"] = {**result.as_dict(), "race": "time to quality"}
-                results["races"]["time to quality"] = probe_summary(samples)
-                results["footprint"]["bytes_4bit"] = footprint
-            else:
-                quality = {"skipped": "bitsandbytes 4-bit is not available on this device"}
-            results["time_to_quality"] = quality
-
-        # Tuning: one default flipped at a time, beside the course recipe again.
-        course_step = results["recipes"]["course"]["summary"]["step_seconds"]
-        b = results["matmul"]["bf16_vs_fp32"]
-        per_recipe = plan.warmup + plan.variant_steps + 1
-        planned = per_recipe * course_step + 10
-        chosen: list[Variant] = []
-        wanted = only_variants if only_variants is not None else plan.variants
-        variant_list = [
-            v
-            for v in variants(bf16_default, with_compile or "compile" in (wanted or ()))
-            if wanted is None or v.name in wanted
-        ]
-        if not hardware.bitsandbytes_available() or device == "mps":
-            variant_list = [v for v in variant_list if not v.quantization]
-        for v in variant_list:
-            cost = v.cost
-            if v.name == "autocast":  # its matmuls run at the other dtype's speed
-                cost = 1 / b["ratio"] if not bf16_default else b["ratio"]
-            predicted = per_recipe * course_step * cost + 5
-            if runner.fits(planned + predicted):
-                chosen.append(v)
-                planned += predicted
-            else:
-                skipped[v.name] = f"not run: about {predicted:.0f} s, over the time budget"
-                print(f"skipping variant {v.name}: {skipped[v.name]}")
+            time_to_quality(bench)
+        chosen = choose_variants(bench, wanted, with_compile)
         if chosen:
-            # every recipe of the race is timed on the same steps, so the same batches
-            warmup = plan.warmup + max(v.warmup for v in chosen)
-            if any(v.name == "compile" for v in chosen):
-                # a cold compile cache, as on a learner's first run (later runs reuse it)
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir / "inductor-cache")
             with runner.section("tuning variants"):
-                entries = [
-                    build_course(
-                        "reference",
-                        "the course recipe again, beside the variants",
-                        base,
-                        tokenizer,
-                        data["train"],
-                        workdir,
-                        None,
-                        warmup=warmup,
-                        timed=plan.variant_steps,
-                    )
-                ]
-                for v in chosen:
-                    entries.append(
-                        build_course(
-                            v.name,
-                            f"course recipe with {v.setting}: {v.alternative}",
-                            base,
-                            tokenizer,
-                            data["train"],
-                            workdir,
-                            None,
-                            warmup=warmup,
-                            timed=plan.variant_steps,
-                            variant=v,
-                            model_name=model_name,
-                            base_fp32=base_fp32,
-                        )
-                    )
-                race("tuning variants", entries, probe, results)
-
-        # Last, if there is time: the chapter's own score of the trained model.
-        if chapter00:
-            trainer, tok4 = chapter00
-            checks = results["time_to_quality"]["checks"]
-            per_check = statistics.mean([c["seconds"] for c in checks]) if checks else 30.0
-            if runner.fits(3 * per_check + 10):
-                with runner.section("confirm by generation"):
-                    confirm_by_generation(results["time_to_quality"], trainer, tok4, rows)
-            else:
-                results["time_to_quality"]["generated_accuracy"] = None
-                results["time_to_quality"]["generated_skipped"] = "over the time budget"
-            del trainer, chapter00
-            gc.collect()
-
-    results["peaks"] = best_peaks(results)
-    utilization(results)
-    results["skipped"] = skipped
-    results["tuning"] = tuning(results, skipped, variant_list)
-    meta["load_end"] = _load_average()
-    meta["seconds"] = runner.elapsed()
-    results["sections"] = runner.sections
+                tuning_variants(bench, chosen)
+        confirm(bench)  # last, if there is time
+    conclude(bench)
     write(results, out_dir)
     return results
 

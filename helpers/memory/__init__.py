@@ -5,9 +5,9 @@
 - ``measure``: :func:`measure_peak_memory`, :class:`MemoryTracker` and
   :func:`measure_training_step` measure the same quantity (live tensor bytes) on the
   CPU or a GPU, and the process's RSS.
-- ``widgets``: :class:`MemoryCalculator` (the estimator with controls) and
-  :func:`MemoryMonitor` (a Trainer callback showing memory while training); both fall
-  back to text without ipywidgets or without a notebook.
+- ``widgets``: :class:`MemoryCalculator` (the estimator with controls), and
+  ``monitor``: :class:`MemoryMonitor` (a Trainer callback showing memory while
+  training); both fall back to text without ipywidgets or without a notebook.
 - ``oom``: :func:`explain_oom` turns an out-of-memory error into ranked advice.
 
 Imports are lazy: ``import helpers.memory`` loads nothing heavy until a name is used.
@@ -15,7 +15,7 @@ Imports are lazy: ``import helpers.memory`` loads nothing heavy until a name is 
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "estimate_training_memory": "estimate",
@@ -33,7 +33,7 @@ _EXPORTS = {
     "attention_support": "measure",
     "MemoryCalculator": "widgets",
     "memory_calculator": "widgets",
-    "MemoryMonitor": "widgets",
+    "MemoryMonitor": "monitor",
     "widgets_available": "widgets",
     "LABELS": "widgets",
     "explain_oom": "oom",
@@ -46,12 +46,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module 'helpers.memory' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -85,12 +85,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-QUANTIZATIONS = (None, "8bit", "4bit")
 OPTIMIZER_STATES = {"adamw": 2, "sgd": 0}  # state tensors per trainable parameter
 ATTENTIONS = ("sdpa", "eager")
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PARTS = ("weights", "gradients", "optimizer_states", "activations")
 PHASES = ("forward/backward", "optimizer step")
+
+
+def __getattr__(name: str):
+    """``LINEAR_NAMES`` and ``QUANTIZATIONS``, from where they are defined, on first use.
+
+    They live in ``helpers.lora`` and ``helpers.models``, which import torch; reading
+    them lazily keeps ``import helpers.memory`` (and the estimator's import) instant.
+    """
+    if name == "LINEAR_NAMES":
+        from ..lora import PROJECTIONS
+
+        return PROJECTIONS
+    if name == "QUANTIZATIONS":
+        from ..models import QUANTIZATIONS
+
+        return QUANTIZATIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -314,6 +329,9 @@ def estimate_training_memory(
         of one micro-batch of `batch_size`, plus gradients kept between them).
     padded: batches with padding (SDPA then repeats keys and values to every head).
     """
+    from ..lora import PROJECTIONS as LINEAR_NAMES
+    from ..models import QUANTIZATIONS
+
     shape = Shape.of(model_or_config)
     dtype, quantization = _read_model(model_or_config, dtype, quantization)
     if quantization not in QUANTIZATIONS:

@@ -58,6 +58,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..formatting import megabytes
+
 # --- counting the tensors that already exist ------------------------------------------------
 
 
@@ -239,10 +241,6 @@ def _reset_peak_rss() -> bool:
 # --- results -------------------------------------------------------------------------------
 
 
-def _mb(nbytes: int | None) -> str:
-    return "n/a" if nbytes is None else f"{nbytes / 1e6:,.1f} MB"
-
-
 @dataclass
 class PeakMemory:
     """What :class:`MemoryTracker` measured, in bytes (the module docstring defines each)."""
@@ -268,15 +266,16 @@ class PeakMemory:
     def __str__(self) -> str:
         lines = [
             f"device:             {self.device} ({self.method})",
-            f"tensors at start:   {_mb(self.baseline_bytes)}",
-            f"peak tensors:       {_mb(self.peak_bytes)}",
-            f"tensors at end:     {_mb(self.end_bytes)}",
+            f"tensors at start:   {megabytes(self.baseline_bytes, 1)}",
+            f"peak tensors:       {megabytes(self.peak_bytes, 1)}",
+            f"tensors at end:     {megabytes(self.end_bytes, 1)}",
         ]
         for label, value in self.phases.items():
-            lines.append(f"  peak in {label + ':':<11}{_mb(value)}")
+            lines.append(f"  peak in {label + ':':<11}{megabytes(value, 1)}")
         lines.append(
-            f"process RSS:        {_mb(self.rss_before)} before, {_mb(self.rss_peak)} peak, "
-            f"{_mb(self.rss_after)} after"
+            f"process RSS:        {megabytes(self.rss_before, 1)} before, "
+            f"{megabytes(self.rss_peak, 1)} peak, "
+            f"{megabytes(self.rss_after, 1)} after"
         )
         lines.append(f"time:               {self.seconds:.2f} s")
         return "\n".join(lines)

@@ -114,10 +114,27 @@ def advise(model_or_config: Any, **settings: Any) -> list[Advice]:
                 "autocast keeps 16-bit copies of the frozen weights",
             )
         )
-    if s["dtype"] == "fp32" and s["quantization"] is None:
-        candidates.append(
-            ("load the weights in bf16", {"dtype": "bf16"}, "only where bf16 is native")
-        )
+    if s["dtype"] == "fp32" and s["quantization"] is None and s["mixed_precision"] is None:
+        if s["lora_rank"] is None:
+            # Not bf16 weights: an update smaller than a bf16 weight's spacing is lost
+            # (chapter 01), so full fine-tuning keeps fp32 master weights.
+            candidates.append(
+                (
+                    "train with bf16 autocast (mixed precision, fp32 master weights)",
+                    {"mixed_precision": "bf16"},
+                    "only where bf16 is native",
+                )
+            )
+        else:
+            # The base model is frozen under LoRA: its weights are never updated, and the
+            # adapters that train stay fp32.
+            candidates.append(
+                (
+                    "load the frozen base weights in bf16 (the LoRA adapters stay fp32)",
+                    {"dtype": "bf16"},
+                    "only where bf16 is native",
+                )
+            )
     if s["seq_len"] > 64:
         candidates.append(
             (
