@@ -159,9 +159,9 @@ def _check_lora_fits(model, peft_config) -> None:
 
     The layers are found by ``lora.adapted_linears``, peft's matching rule in one place.
     """
-    targets = peft_config.target_modules
-    if targets is None:
-        return  # peft picks its own default layers for the architecture
+    targets = getattr(peft_config, "target_modules", None)
+    if targets is None or getattr(peft_config, "r", None) is None:
+        return  # not LoRA, or peft picks its own default layers for the architecture
     layers = adapted_linears(model, targets)
     if not layers:
         return
