@@ -19,7 +19,9 @@ Defaults and why:
   in the backward pass; on a CPU the course's way was measured 1.4-1.9x faster
   per useful token with about a fifth less peak memory (``make bench``,
   ``bench/results.json``), for the same loss. ``build_trainer(..., lm_head="trl")``
-  gives trl's way back.
+  gives trl's way back. The course's loss runs only where it was checked to equal
+  trl's (an allow-list, ``scored_head_blockers``: a Llama-family model, LoRA or no
+  adapter, one process, the NLL loss, no fp16); anywhere else trl's loss runs.
 - batches of examples of similar lengths, in random order (``batch_order="bucketed"``):
   under 1% padding instead of 18% on the Yoda data. Measured 1.1-1.2x useful tokens/s
   against a random order (``make bench``); ``batch_order="random"`` gives
