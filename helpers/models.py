@@ -198,7 +198,8 @@ def prepare_model(name: str = DEFAULT_MODEL) -> Path:
     return _write_atomically(target, lambda out: _convert_gguf(spec, out))
 
 
-def _check_quantization(quantization) -> None:
+def check_quantization(quantization) -> None:
+    """Refuse a quantization the course does not know, naming the ones it does."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"quantization={quantization!r} is not one of {QUANTIZATIONS}: "
@@ -218,7 +219,7 @@ def quantization_config(
     "4bit" means NF4 with double quantization unless `quant_type` ("nf4" or "fp4") or
     `double_quant` (True or False) say otherwise; those two apply to "4bit" only.
     """
-    _check_quantization(quantization)
+    check_quantization(quantization)
     if quantization != "4bit" and (quant_type is not None or double_quant is not None):
         raise ValueError(
             f"quant_type and double_quant choose a 4-bit format; with quantization="
@@ -301,7 +302,7 @@ def load_model(
 
     # Loading bars print timings to stderr: noise in a notebook, and never equal under nbval.
     hf_logging.disable_progress_bar()
-    _check_quantization(quantization)
+    check_quantization(quantization)
     device = device or hardware.training_device(quantization)
     bnb_config = quantization_config(
         quantization, device, quant_type=quant_type, double_quant=double_quant

@@ -40,7 +40,7 @@ from typing import Any
 from . import hardware
 from .data import check_sft_format
 from .lora import LORA_TARGETS_ALL_LINEAR, adapted_linears
-from .models import _check_quantization, is_quantized
+from .models import check_quantization, is_quantized
 
 # peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.23 renamed;
 # the warning points into library code and asks nothing of the learner. Revisit
@@ -127,7 +127,7 @@ def sft_config(
         raise ValueError(
             f"learning_rate={learning_rate!r} must be in (0, 1); LoRA typically uses 1e-4 to 2e-3."
         )
-    _check_quantization(quantization)
+    check_quantization(quantization)
     device = device or hardware.training_device(quantization)
     defaults: dict[str, Any] = {
         "output_dir": output_dir,
