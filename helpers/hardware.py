@@ -65,6 +65,50 @@ def bitsandbytes_available() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
+def bitsandbytes_devices() -> tuple[str, ...]:
+    """The devices where the course runs bitsandbytes' 8-bit and 4-bit layers.
+
+    The CPU backend ships with bitsandbytes since 0.45 and CUDA is its home. Apple GPUs
+    (MPS) are left out: the pinned release's MPS backend fetches its kernels from the
+    hub at run time (impossible offline) and the course has not tested it.
+    """
+    if not bitsandbytes_available():
+        return ()
+    return ("cuda", "cpu") if torch.cuda.is_available() else ("cpu",)
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """Print `message` the first time only (a notebook calls the loader many times)."""
+    if message not in _said:
+        _said.add(message)
+        print(message)
+
+
+def training_device(quantization: str | None = None) -> str:
+    """The device the course loads and trains a model on, given its quantization.
+
+    The best device (``device_name``), unless bitsandbytes cannot run the asked-for
+    8-bit/4-bit layers there but can on the CPU (an Apple-silicon Mac): then the CPU,
+    said once. ``helpers.load_model`` and ``helpers.sft_config`` both ask this function,
+    so the model and the training arguments agree on the device.
+    """
+    best = device_name()
+    if quantization is None:
+        return best
+    supported = bitsandbytes_devices()
+    if best in supported or "cpu" not in supported:
+        return best  # where bitsandbytes is missing, loading says how to install it
+    _say_once(
+        f"{quantization} quantization: bitsandbytes has no {best.upper()} backend here, so "
+        "the model is loaded and trained on the CPU (quantization=None would use "
+        f"{best.upper()})."
+    )
+    return "cpu"
+
+
 @dataclass(frozen=True)
 class Hardware:
     """A summary a learner can print: what runs where, and why."""

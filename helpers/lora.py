@@ -13,6 +13,7 @@ before QLoRA training.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .training import LORA_TARGETS_ALL_LINEAR
+LORA_TARGETS_ALL_LINEAR = "all-linear"
+"""peft's shorthand for "every linear layer except the output layer"."""
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -179,20 +181,37 @@ def adapted_linears(
 
     Read from the model's modules, with peft's rules: a name in the list matches a module
     whose name ends with it; "all-linear" takes every linear layer except the output layer
-    (the LM head). On a model that already carries LoRA layers, their own small ``lora_A``
-    and ``lora_B`` layers are skipped and each wrapped layer counts under its own name.
+    (the LM head); any other string is a regular expression the whole module name must
+    match. On a model that already carries LoRA layers, their own small ``lora_A`` and
+    ``lora_B`` layers are skipped and each wrapped layer counts under its own name.
+    This is the one place the course matches targets (``helpers.training`` checks the
+    LoRA rank against the layers found here).
     """
     if isinstance(target_modules, str):
-        _selected(target_modules)  # validates the shorthand
+        if target_modules.lower() == LORA_TARGETS_ALL_LINEAR:
+
+            def wanted(name: str) -> bool:
+                return True
+
+        else:
+            pattern = re.compile(target_modules)
+
+            def wanted(name: str) -> bool:
+                return pattern.fullmatch(name) is not None
+
+    else:
+        targets = tuple(target_modules)
+
+        def wanted(name: str) -> bool:
+            return any(name == t or name.endswith(f".{t}") for t in targets)
+
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     found = {}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or module is output or ".lora_" in f".{name}":
             continue
         name = name.removesuffix(".base_layer")  # the layer a peft lora.Linear wraps
-        if isinstance(target_modules, str) or any(
-            name == t or name.endswith(f".{t}") for t in target_modules
-        ):
+        if wanted(name):
             found[name] = (module.in_features, module.out_features)
     return found
 

@@ -28,6 +28,13 @@ from . import hardware
 QUANTIZATIONS = (None, "8bit", "4bit")
 QUANT_TYPES_4BIT = ("nf4", "fp4")
 
+CONVERSION_VERSION = 2
+"""Version of the code that builds a cached checkpoint (``_convert_gguf``, ``_build_tiny``).
+
+It is part of the checkpoint's folder name, so raising it after a change to that code
+makes every machine build a fresh checkpoint instead of reusing a stale one.
+"""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -67,6 +74,18 @@ def cache_dir() -> Path:
     """Where converted checkpoints live (``$COURSE_CACHE``, else ~/.cache/smol-course)."""
     root = os.environ.get("COURSE_CACHE") or Path.home() / ".cache" / "smol-course"
     return Path(root).expanduser()
+
+
+def checkpoint_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The cache folder of a course model's checkpoint (it carries ``CONVERSION_VERSION``)."""
+    return cache_dir() / "models" / f"{name}-v{CONVERSION_VERSION}"
+
+
+def is_quantized(model) -> bool:
+    """True for a model loaded in 8-bit or 4-bit (also under a peft wrapper)."""
+    return bool(
+        getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    )
 
 
 def _spec(name: str) -> ModelSpec:
@@ -169,7 +188,7 @@ def _build_tiny(out: Path) -> None:
 def prepare_model(name: str = DEFAULT_MODEL) -> Path:
     """Return the local checkpoint folder of a course model, creating it once if needed."""
     spec = _spec(name)
-    target = cache_dir() / "models" / name
+    target = checkpoint_dir(name)
     if (target / "COMPLETE").exists():
         return target
     if target.exists():  # left by an older, interrupted layout: start again
@@ -177,6 +196,15 @@ def prepare_model(name: str = DEFAULT_MODEL) -> Path:
     if spec.tiny:
         return _write_atomically(target, _build_tiny)
     return _write_atomically(target, lambda out: _convert_gguf(spec, out))
+
+
+def check_quantization(quantization) -> None:
+    """Refuse a quantization the course does not know, naming the ones it does."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization={quantization!r} is not one of {QUANTIZATIONS}: "
+            "use None for full precision, '8bit' or '4bit' for bitsandbytes."
+        )
 
 
 def quantization_config(
@@ -191,11 +219,7 @@ def quantization_config(
     "4bit" means NF4 with double quantization unless `quant_type` ("nf4" or "fp4") or
     `double_quant` (True or False) say otherwise; those two apply to "4bit" only.
     """
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"quantization={quantization!r} is not one of {QUANTIZATIONS}: "
-            "use None for full precision, '8bit' or '4bit' for bitsandbytes."
-        )
+    check_quantization(quantization)
     if quantization != "4bit" and (quant_type is not None or double_quant is not None):
         raise ValueError(
             f"quant_type and double_quant choose a 4-bit format; with quantization="
@@ -270,14 +294,16 @@ def load_model(
     quant_type, double_quant: 4-bit variants: ``quant_type="fp4"`` for FP4 instead of NF4,
     ``double_quant=False`` to keep the per-block scales in fp32 (chapter 02 compares them).
     dtype: weight dtype for the non-quantized parts; default from ``default_dtype``.
-    The model is returned in eval mode, on `device` (default: the best available).
+    The model is returned in eval mode, on `device` (default: ``hardware.training_device``,
+    the best device that runs the asked-for quantization).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     # Loading bars print timings to stderr: noise in a notebook, and never equal under nbval.
     hf_logging.disable_progress_bar()
-    device = device or hardware.device_name()
+    check_quantization(quantization)
+    device = device or hardware.training_device(quantization)
     bnb_config = quantization_config(
         quantization, device, quant_type=quant_type, double_quant=double_quant
     )

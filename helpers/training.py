@@ -19,7 +19,9 @@ Defaults and why:
   in the backward pass; on a CPU the course's way was measured 1.4-1.9x faster
   per useful token with about a fifth less peak memory (``make bench``,
   ``bench/results.json``), for the same loss. ``build_trainer(..., lm_head="trl")``
-  gives trl's way back.
+  gives trl's way back. The course's loss runs only where it was checked to equal
+  trl's (an allow-list, ``scored_head_blockers``: a Llama-family model, LoRA or no
+  adapter, one process, the NLL loss, no fp16); anywhere else trl's loss runs.
 - batches of examples of similar lengths, in random order (``batch_order="bucketed"``):
   under 1% padding instead of 18% on the Yoda data. Measured 1.1-1.2x useful tokens/s
   against a random order (``make bench``); ``batch_order="random"`` gives
@@ -30,15 +32,15 @@ Defaults and why:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 import warnings
 from typing import Any
 
 from . import hardware
 from .data import check_sft_format
-
-LORA_TARGETS_ALL_LINEAR = "all-linear"
+from .lora import LORA_TARGETS_ALL_LINEAR, adapted_linears
+from .models import check_quantization, is_quantized
 
 # peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.23 renamed;
 # the warning points into library code and asks nothing of the learner. Revisit
@@ -90,10 +92,15 @@ def sft_config(
     gradient_checkpointing: bool = False,
     seed: int = 0,
     device: str | None = None,
+    quantization: str | None = None,
     **overrides: Any,
 ):
     """A trl ``SFTConfig`` with the course's CPU/GPU-aware defaults (see the module docstring).
 
+    `device`: where to train; by default ``hardware.training_device(quantization)``, the
+    device ``helpers.load_model`` puts a model of that `quantization` on (a 4-bit model
+    on an Apple-silicon Mac trains on the CPU). ``build_trainer`` also moves the
+    arguments to the CPU when the model it gets is quantized and sits there.
     Any other ``SFTConfig``/``TrainingArguments`` field can be passed as a keyword.
     """
     from trl import SFTConfig
@@ -120,7 +127,8 @@ def sft_config(
         raise ValueError(
             f"learning_rate={learning_rate!r} must be in (0, 1); LoRA typically uses 1e-4 to 2e-3."
         )
-    device = device or hardware.device_name()
+    check_quantization(quantization)
+    device = device or hardware.training_device(quantization)
     defaults: dict[str, Any] = {
         "output_dir": output_dir,
         "max_steps": max_steps,
@@ -148,30 +156,43 @@ def sft_config(
     return SFTConfig(**defaults)
 
 
-def _is_quantized(model) -> bool:
-    return bool(
-        getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    )
-
-
 def _check_lora_fits(model, peft_config) -> None:
-    """Refuse a rank larger than the layers it adapts (the update would not be low-rank)."""
-    import torch
+    """Refuse a rank larger than the layers it adapts (the update would not be low-rank).
 
-    targets = peft_config.target_modules
-    smallest = math.inf
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or name.endswith("lm_head"):
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        if targets == LORA_TARGETS_ALL_LINEAR or leaf in targets:
-            smallest = min(smallest, module.in_features, module.out_features)
-    if smallest is not math.inf and peft_config.r > smallest:
+    The layers are found by ``lora.adapted_linears``, peft's matching rule in one place.
+    """
+    targets = getattr(peft_config, "target_modules", None)
+    if targets is None or getattr(peft_config, "r", None) is None:
+        return  # not LoRA, or peft picks its own default layers for the architecture
+    layers = adapted_linears(model, targets)
+    if not layers:
+        return
+    smallest = min(min(shape) for shape in layers.values())
+    if peft_config.r > smallest:
         raise ValueError(
             f"LoRA rank r={peft_config.r} exceeds the smallest adapted layer dimension "
             f"({smallest}); a rank that large is not a low-rank update. Use r <= {smallest} "
             "(typical values: 4 to 64)."
         )
+
+
+def _model_device(model) -> str:
+    param = next(model.parameters(), None)
+    return "cpu" if param is None else param.device.type
+
+
+def _args_where_the_model_is(model, args):
+    """Training arguments that train a quantized model where it was loaded.
+
+    ``Trainer`` cannot move a quantized model, so on a machine whose best device cannot
+    run bitsandbytes (an Apple-silicon Mac) a 4-bit model stays on the CPU, and the
+    arguments built without `quantization` must follow it there.
+    """
+    if not is_quantized(model) or args.use_cpu or _model_device(model) != "cpu":
+        return args
+    if hardware.device_name() == "cpu":
+        return args  # the arguments' default device already is the CPU
+    return dataclasses.replace(args, use_cpu=True, bf16=hardware.bf16_native("cpu"))
 
 
 def build_trainer(
@@ -191,7 +212,7 @@ def build_trainer(
     `lm_head`: ``"scored"`` (the course's default) runs the output layer on the scored
     positions only; ``"trl"`` keeps trl's loss, which runs it on every position.
     `batch_order`: ``"bucketed"`` (the default): batches of examples of similar lengths,
-    in random order (less padding; see ``helpers.batches.bucketed_order``); ``"random"``:
+    in random order (less padding; see ``helpers.sampling.bucketed_order``); ``"random"``:
     transformers' shuffle.
     """
     import datasets
@@ -201,8 +222,8 @@ def build_trainer(
     check_sft_format(train_dataset)
     if eval_dataset is not None:
         check_sft_format(eval_dataset)
-    args = args if args is not None else sft_config()
-    if _is_quantized(model) and peft_config is None and not hasattr(model, "peft_config"):
+    args = _args_where_the_model_is(model, args if args is not None else sft_config())
+    if is_quantized(model) and peft_config is None and not hasattr(model, "peft_config"):
         raise ValueError(
             "This model is quantized (8-bit or 4-bit): its weights cannot be trained directly. "
             "Train LoRA adapters on top of it instead: build_trainer(..., "
@@ -236,7 +257,7 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
-    if _is_quantized(model) and not hardware.bf16_native():
+    if is_quantized(model) and not hardware.bf16_native(_model_device(model)):
         _adapters_to_fp32(trainer.model)
     return trainer
 
@@ -245,25 +266,132 @@ LM_HEAD_CHOICES = ("scored", "trl")
 BATCH_ORDER_CHOICES = ("random", "bucketed")
 
 
-def uses_scored_head(trainer) -> bool:
-    """Whether `trainer` runs the output layer on the scored positions only."""
-    return bool(getattr(trainer, "scored_head", False))
+SCORED_HEAD_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+"""Model types whose causal-LM head is ``logits = lm_head(body(...).last_hidden_state)``.
+
+Checked in their transformers 5.23 source: no scaling or soft-capping of the logits.
+The scored-head loss runs only on these (Gemma 2 soft-caps, Granite and Cohere scale).
+"""
+
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _known_causal_lm(model):
+    """(the causal LM whose body and head the scored loss calls, None) or (None, why not)."""
+    import torch
+    from peft import PeftModel, PeftType
+    from transformers import PreTrainedModel
+
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        # Its forward prepares the gradient all-reduce; calling the body directly skips it.
+        return None, "the model is wrapped for distributed training (DistributedDataParallel)"
+    if isinstance(model, PeftModel):
+        kinds = sorted(str(c.peft_type.value) for c in model.peft_config.values())
+        if any(c.peft_type != PeftType.LORA for c in model.peft_config.values()):
+            return None, f"the peft adapter is {', '.join(kinds)}, not LoRA"
+        model = model.get_base_model()
+    if not isinstance(model, PreTrainedModel):
+        return None, f"{type(model).__name__} is not a transformers model"
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in SCORED_HEAD_MODEL_TYPES:
+        return None, f"model type {model_type!r} is not one of {SCORED_HEAD_MODEL_TYPES}"
+    body = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head = model.get_output_embeddings()
+    linear = head if isinstance(head, torch.nn.Linear) else getattr(head, "base_layer", None)
+    if (
+        not isinstance(body, torch.nn.Module)
+        or body is model
+        or not isinstance(linear, torch.nn.Linear)
+    ):
+        return None, f"{type(model).__name__} has no separate body and linear output layer"
+    for name in _LOGIT_TRANSFORMS:
+        if getattr(model.config, name, None) not in (None, 1, 1.0):
+            return None, f"the model transforms its logits ({name})"
+    return model, None
+
+
+def scored_head_blockers(trainer, model=None, inputs=None, *, return_outputs=False) -> list[str]:
+    """Why `trainer` would use trl's loss instead of the scored-head loss (empty: it would not).
+
+    An allow-list: the scored loss runs only when every condition under which it was
+    checked to give trl's loss and gradients holds. `model` defaults to ``trainer.model``;
+    with `inputs` (a batch) the batch's own conditions are checked too. ``compute_loss``
+    asks this very function, so ``uses_scored_head`` cannot disagree with the path taken.
+    """
+    reasons = []
+    args = trainer.args
+    if not getattr(trainer, "scored_head", False):
+        reasons.append("lm_head='trl' was asked for")
+    if return_outputs:
+        reasons.append("the caller asks for the logits (return_outputs=True)")
+    if args.loss_type != "nll":
+        reasons.append(f"loss_type={args.loss_type!r} (the scored loss is 'nll')")
+    if args.fp16:
+        reasons.append("fp16 (the scored loss autocasts to bf16 only)")
+    if getattr(args, "use_liger_kernel", False):
+        reasons.append("use_liger_kernel (liger fuses its own loss)")
+    if args.world_size > 1 or trainer.accelerator.num_processes > 1:
+        reasons.append("more than one process (trl gathers its metrics across them)")
+    if trainer.compute_loss_func is not None:
+        reasons.append("a compute_loss_func")
+    if trainer.label_smoother is not None:
+        reasons.append("label smoothing")
+    if getattr(trainer, "aux_loss_enabled", False):
+        reasons.append("an auxiliary (router) loss")
+    if not trainer.model_accepts_loss_kwargs or trainer.loss_is_scaled_for_ga is not None:
+        # the scored loss divides by the tokens of the whole accumulated batch itself
+        reasons.append("Trainer would scale the loss for gradient accumulation itself")
+    model = trainer.model if model is None else model
+    _, why_not = _known_causal_lm(_uncompiled(model))
+    if why_not:
+        reasons.append(why_not)
+    if inputs is not None:
+        if "labels" not in inputs:
+            reasons.append("the batch has no labels")
+        if "shift_labels" in inputs:
+            reasons.append("the batch brings its own shift_labels")
+    return reasons
+
+
+def uses_scored_head(trainer, model=None, inputs=None) -> bool:
+    """Whether `trainer` runs the output layer on the scored positions only.
+
+    Answered by ``scored_head_blockers``, the predicate ``compute_loss`` follows, for the
+    trainer's model and arguments (and for a batch, given `inputs`).
+    """
+    return not scored_head_blockers(trainer, model, inputs)
+
+
+def _uncompiled(model):
+    """The module that ``torch.compile`` wrapped, or `model` itself."""
+    original = getattr(model, "_orig_mod", None)
+    return original if original is not None and hasattr(original, "forward") else model
+
+
+def __getattr__(name: str):
+    # ``CourseSFTTrainer`` subclasses trl's ``SFTTrainer``, and importing trl takes seconds:
+    # the class is built on first access so that ``import helpers.training`` stays fast.
+    if name == "CourseSFTTrainer":
+        return _course_trainer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
 def _course_trainer_class():
-    """``SFTTrainer`` with the course's two options, built on first use (trl loads lazily).
+    """``SFTTrainer`` with the course's two options (``helpers.training.CourseSFTTrainer``).
 
-    ``scored_head``: the loss runs the output layer on the scored positions only. Whenever
-    that would not give trl's loss (another ``loss_type``, label smoothing, a custom loss
-    function, an auxiliary MoE loss, soft-capped logits, or a caller asking for the
-    logits) it hands over to trl unchanged. ``bucketed_batches``: the training sampler
-    is ``helpers.batches.BucketedSampler``.
+    It is built on first use, not at import: subclassing needs trl, whose import takes
+    seconds, and ``import helpers`` must stay instant.
+
+    ``scored_head``: the loss runs the output layer on the scored positions only, when
+    ``scored_head_blockers`` finds nothing against it; otherwise trl's loss runs,
+    unchanged. ``bucketed_batches``: the training sampler is
+    ``helpers.sampling.BucketedSampler``.
     """
     import torch
     from trl import SFTTrainer
 
-    from .batches import BucketedSampler
+    from .sampling import BucketedSampler
 
     class CourseSFTTrainer(SFTTrainer):
         def __init__(self, *args, scored_head=True, bucketed_batches=False, **kwargs):
@@ -278,24 +406,16 @@ def _course_trainer_class():
             lengths = [len(ids) for ids in dataset["input_ids"]]
             return BucketedSampler(lengths, self.args.train_batch_size, seed=self.args.seed)
 
-        def _scored_head_applies(self, model, inputs, return_outputs) -> bool:
-            config = getattr(model, "config", None)
-            return self.scored_head and not (
-                return_outputs
-                or "labels" not in inputs
-                or self.args.loss_type != "nll"
-                or self.compute_loss_func is not None
-                or self.label_smoother is not None
-                or self.aux_loss_enabled
-                or getattr(config, "final_logit_softcapping", None) is not None
-            )
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not self._scored_head_applies(model, inputs, return_outputs):
+            if scored_head_blockers(self, model, inputs, return_outputs=return_outputs):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return self._scored_loss(model, inputs, num_items_in_batch)
+
+        def _scored_loss(self, model, inputs, num_items_in_batch):
+            """trl's NLL loss, with the output layer run on the scored positions only."""
             inputs = dict(inputs)
             labels = inputs.pop("labels")
-            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            causal_lm, _ = _known_causal_lm(_uncompiled(model))
             backbone = self._backbone(causal_lm)
             # Calling the backbone skips the autocast that accelerate wraps around the
             # top-level forward, so apply it here (bf16 only where the hardware has it).
@@ -305,6 +425,8 @@ def _course_trainer_class():
                 scored = targets != -100
                 logits = causal_lm.get_output_embeddings()(hidden[:, :-1][scored])
             logits = logits.float()
+            # Divided by the tokens of the whole accumulated batch when Trainer counts them
+            # (it then leaves the loss unscaled), else by this micro-batch's: trl's rule.
             count = scored.sum() if num_items_in_batch is None else num_items_in_batch
             loss = torch.nn.functional.cross_entropy(logits, targets[scored], reduction="sum")
             loss = loss / torch.as_tensor(count, device=loss.device).clamp(min=1)
@@ -353,6 +475,8 @@ def _course_trainer_class():
                 self._total_train_tokens += tokens
             metrics["num_tokens"] = [self._total_train_tokens]
 
+    CourseSFTTrainer.__module__ = __name__
+    CourseSFTTrainer.__qualname__ = "CourseSFTTrainer"
     return CourseSFTTrainer
 
 

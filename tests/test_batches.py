@@ -222,6 +222,24 @@ def _padding(lengths, order, batch_size):
     return sum(max(lengths[i] for i in g) * len(g) - sum(lengths[i] for i in g) for g in groups)
 
 
+def test_the_sampler_lives_beside_the_trainer_and_chapter_04_still_finds_it():
+    from helpers import sampling
+
+    assert batches.bucketed_order is sampling.bucketed_order
+    assert batches.BucketedSampler is sampling.BucketedSampler
+
+
+def test_the_sampler_reshuffles_each_epoch():
+    from helpers import sampling
+
+    lengths = list(range(10, 50))
+    sampler = sampling.BucketedSampler(lengths, 4, seed=2)
+    first, second = list(sampler), list(sampler)
+    assert len(sampler) == 40 and sorted(first) == sorted(second) == list(range(40))
+    assert first == sampling.bucketed_order(lengths, 4, seed=2)
+    assert second == sampling.bucketed_order(lengths, 4, seed=3) != first
+
+
 def test_bucketed_order_is_a_seeded_permutation_with_little_padding():
     lengths = [
         int(x) for x in torch.randint(20, 90, (1203,), generator=torch.Generator().manual_seed(1))

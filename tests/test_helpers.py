@@ -75,6 +75,42 @@ def test_converted_checkpoint_is_plain_and_complete():
     assert (path / "COMPLETE").exists() and (path / "model.safetensors").stat().st_size > 5e8
 
 
+def test_a_new_conversion_version_builds_a_new_checkpoint(monkeypatch, tmp_path):
+    """Changing the conversion code (and its version) must not reuse a stale checkpoint."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    built = []
+
+    def build(out):
+        built.append(out)
+        (out / "weights").write_text(str(models.CONVERSION_VERSION))
+
+    monkeypatch.setattr(models, "_build_tiny", build)
+    first = models.prepare_model("tiny-random-smollm2")
+    assert first == models.checkpoint_dir("tiny-random-smollm2")
+    assert first.name == f"tiny-random-smollm2-v{models.CONVERSION_VERSION}"
+    assert models.prepare_model("tiny-random-smollm2") == first and len(built) == 1
+    monkeypatch.setattr(models, "CONVERSION_VERSION", models.CONVERSION_VERSION + 1)
+    second = models.prepare_model("tiny-random-smollm2")
+    assert second != first and len(built) == 2
+    assert (second / "weights").read_text() == str(models.CONVERSION_VERSION)
+    assert (first / "COMPLETE").exists()  # the old one is left alone (another checkout may use it)
+
+
+def test_is_quantized_sees_through_a_peft_wrapper(tiny_fresh_lora):
+    model, wrapped = tiny_fresh_lora
+    assert not models.is_quantized(model) and not models.is_quantized(wrapped)
+    model.is_loaded_in_4bit = True
+    assert models.is_quantized(model) and models.is_quantized(wrapped)
+
+
+@pytest.fixture
+def tiny_fresh_lora():
+    from peft import get_peft_model
+
+    model, _ = helpers.load_model("tiny-random-smollm2", device="cpu")
+    return model, get_peft_model(model, helpers.lora_config(r=2))
+
+
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     assert models.cache_dir() == tmp_path
@@ -193,6 +229,31 @@ def test_lora_rank_larger_than_the_layers_is_refused(tiny, yoda):
         )
 
 
+@pytest.mark.parametrize(
+    ("targets", "r", "fits"),
+    [
+        (["q_proj"], 64, True),  # q is 64 x 64
+        (["k_proj"], 64, False),  # k is 64 -> 32 (grouped-query attention)
+        (r".*\.layers\.0\.self_attn\.q_proj", 64, True),  # peft's regular-expression form
+        (r".*\.(q|k)_proj", 48, False),
+        ("all-linear", 33, False),
+    ],
+)
+def test_the_rank_check_uses_the_layers_lora_adapts(tiny, targets, r, fits):
+    """One matching rule: the rank is checked against the layers lora.adapted_linears finds."""
+    from helpers import lora, training
+
+    model, _ = tiny
+    config = helpers.lora_config(r=r, target_modules=targets)
+    smallest = min(min(s) for s in lora.adapted_linears(model, targets).values())
+    assert fits is (r <= smallest)
+    if fits:
+        training._check_lora_fits(model, config)
+    else:
+        with pytest.raises(ValueError, match=f"dimension \\({smallest}\\)"):
+            training._check_lora_fits(model, config)
+
+
 def test_max_length_beyond_the_context_window_is_refused(tiny, yoda):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="context window"):
@@ -230,7 +291,8 @@ def _loss_and_gradients(lm_head, batch_rows, yoda, tmp_path, **config):
     """One loss (and the LoRA gradients) on a fixed batch of the tiny model, per `lm_head`."""
     torch.manual_seed(0)
     model, tokenizer = helpers.load_model("tiny-random-smollm2", device="cpu")
-    args = helpers.sft_config(str(tmp_path), max_steps=1, **config)
+    # fp32 on every CPU: a CPU with native bf16 would autocast only the scored loss here
+    args = helpers.sft_config(str(tmp_path), max_steps=1, **{"bf16": False, **config})
     trainer = helpers.build_trainer(
         model,
         tokenizer,
