@@ -59,6 +59,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..formatting import megabytes
+from ..models import is_quantized
 
 # --- counting the tensors that already exist ------------------------------------------------
 
@@ -441,12 +442,6 @@ def _make_optimizer(params: list[torch.nn.Parameter], name: str) -> torch.optim.
     raise ValueError(f"optimizer={name!r} is not one of {OPTIMIZERS}.")
 
 
-def _is_quantized(model: torch.nn.Module) -> bool:
-    return bool(
-        getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    )
-
-
 def measure_training_step(
     model: torch.nn.Module,
     *,
@@ -485,7 +480,7 @@ def measure_training_step(
         raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be >= 1.")
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision={mixed_precision!r} is not one of {MIXED_PRECISION}.")
-    if lora is None and _is_quantized(model):
+    if lora is None and is_quantized(model):
         raise ValueError(
             "A quantized model's weights cannot be trained directly: pass lora=<rank> "
             "(LoRA adapters on top of the frozen quantized weights)."
