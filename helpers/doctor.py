@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import env
 from . import pins as _pins
 
 OK, NOTE, FIX = "ok", "note", "FIX"
@@ -183,8 +184,13 @@ def check_model_cache() -> Check:
 
 
 def check_offline(environ: Mapping[str, str] = os.environ) -> Check:
-    if environ.get("HF_HUB_OFFLINE") == "1":
-        return Check(OK, "offline", "HF_HUB_OFFLINE=1: nothing is downloaded at run time")
+    try:
+        offline = env.flag("HF_HUB_OFFLINE", environ=environ)
+    except ValueError as err:
+        return Check(FIX, "offline", str(err))
+    if offline:
+        shown = environ["HF_HUB_OFFLINE"]
+        return Check(OK, "offline", f"HF_HUB_OFFLINE={shown}: nothing is downloaded at run time")
     return Check(
         NOTE,
         "offline",
