@@ -1,75 +1,11 @@
-"""Shared fixtures (the tiny random model, the real one, the bundled data) and two markers
-applied here so that test files need not: ``real_model`` and the ``slow`` switch."""
+"""Shared fixtures: the tiny random model (fast), the real one, and the bundled data.
+The markers (``real_model``, ``slow``) are applied by the conftest.py at the root."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import json
-import os
-import re
-from pathlib import Path
-
 import pytest
 
-from helpers import env
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 REAL_MODEL = "smollm2-135m-instruct"
-"""The real pretrained model (helpers.models.DEFAULT_MODEL; not imported here, so that
-collecting the tests does not import torch)."""
-
-_LOADS_REAL_MODEL = re.compile(
-    r"(?:load_model|from_pretrained)\(\s*"
-    r"(?:[\"']" + re.escape(REAL_MODEL) + r"[\"']|(?:models\.)?DEFAULT_MODEL\b|\)|\w+\s*=)"
-)
-"""A call that loads the real model's weights: by name, as DEFAULT_MODEL, or by default
-(``load_model()`` or ``load_model(dtype=...)``); the tiny model is named, so it never matches."""
-
-
-def loads_real_model(source: str) -> bool:
-    return bool(_LOADS_REAL_MODEL.search(source))
-
-
-@functools.cache
-def _notebook_loads_real_model(path: Path) -> bool:
-    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    code = ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]
-    return loads_real_model("\n".join(code))
-
-
-def _source(item) -> str:
-    function = getattr(item, "function", None)
-    if function is None:
-        return ""
-    try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
-
-
-def needs_real_model(item) -> bool:
-    """Does this test load SmolLM2-135M-Instruct? Through the ``real_model`` fixture, a
-    load in its own source, or (an nbval cell) a notebook that loads it."""
-    if "real_model" in getattr(item, "fixturenames", ()):
-        return True
-    path = Path(str(item.path))
-    if path.suffix == ".ipynb":
-        return _notebook_loads_real_model(path)
-    return loads_real_model(_source(item))
-
-
-def pytest_collection_modifyitems(config, items):
-    slow = env.flag("COURSE_SLOW_TESTS")
-    for item in items:
-        if needs_real_model(item):
-            item.add_marker(pytest.mark.real_model)
-        if item.get_closest_marker("slow") and not slow:
-            item.add_marker(
-                pytest.mark.skip(reason="slow (minutes): set COURSE_SLOW_TESTS=1 to run it")
-            )
 
 
 @pytest.fixture(scope="session")
