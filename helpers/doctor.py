@@ -70,10 +70,12 @@ def check_versions(
     colab: bool | None = None,
 ) -> list[Check]:
     """One FIX line per pinned package that is missing or at another version."""
-    from .colab import COLAB_KEEPS
-
     pins = _pins.read_pins() if pins is None else pins
     colab = in_colab() if colab is None else colab
+    if colab:
+        from .colab import COLAB_KEEPS  # (helpers.colab needs nbformat, which Colab has)
+    else:
+        COLAB_KEEPS = {}
     no_deps = {p.split("==")[0].lower() for p in _pins.no_deps_packages()}
     checks, fine = [], 0
     for name, pinned in pins.items():

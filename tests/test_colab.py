@@ -148,13 +148,14 @@ def _run_in(python, *args, cwd, env=None, timeout=900):
     return result.stdout
 
 
-@pytest.mark.slow  # skipped unless COURSE_SLOW_TESTS is on (tests/conftest.py)
+@pytest.mark.slow  # skipped unless COURSE_SLOW_TESTS is on (the root conftest.py)
 def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
     """The install cell, run as written (the repository replaced by this checkout), in a
-    fresh venv that has only what Colab has before it: torch and a Jupyter kernel. Then
-    the whole Colab notebook runs there, and its outputs match the chapter's. Then, from
-    that installed (not editable) course and a working folder outside the checkout, the
-    doctor finds nothing to fix and an instructor's regrade of chapter 01 passes."""
+    fresh venv that has only what Colab has before it: torch, a Jupyter kernel and
+    nbformat. Then the whole Colab notebook runs there, and its outputs match the
+    chapter's. Then, from that installed (not editable) course and a working folder
+    outside the checkout, the doctor finds nothing to fix and an instructor's regrade of
+    chapter 01 passes."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
@@ -164,7 +165,9 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     ipykernel = importlib.metadata.version("ipykernel")
+    nbformat_version = importlib.metadata.version("nbformat")  # Colab's Jupyter has it too
     preinstalled = ["torch==" + pins.read_pins()["torch"], f"ipykernel=={ipykernel}"]
+    preinstalled.append(f"nbformat=={nbformat_version}")
     subprocess.run([python, "-m", "pip", "install", "--quiet", *preinstalled], check=True)
 
     kernels = tmp_path / "kernels" / "colab-sim"
