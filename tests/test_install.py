@@ -14,6 +14,7 @@ from helpers import env, makevenv, notebooks, pins, repo
 from helpers.grading import compare
 
 ROOT = Path(__file__).resolve().parent.parent
+"""Found from this file, not by helpers.repo: the oracle that helpers.repo is checked against."""
 
 # --- environment switches ---------------------------------------------------------------------
 
