@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-REAL_MODEL = "smollm2-135m-instruct"
-
 
 @pytest.fixture(scope="session")
 def tiny():
@@ -22,9 +20,9 @@ def real_model():
     asks for it is marked ``real_model``."""
     import torch
 
-    import helpers
+    from helpers import models
 
-    return helpers.load_model(REAL_MODEL, dtype=torch.float32, device="cpu")
+    return models.load_model(models.DEFAULT_MODEL, dtype=torch.float32, device="cpu")
 
 
 @pytest.fixture(scope="session")
