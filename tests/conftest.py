@@ -1,13 +1,9 @@
-"""Shared fixtures: the tiny random model (fast) and the bundled data."""
+"""Shared fixtures: the tiny random model (fast), the real one, and the bundled data.
+The markers (``real_model``, ``slow``) are applied by the conftest.py at the root."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +12,17 @@ def tiny():
     import helpers
 
     return helpers.load_model("tiny-random-smollm2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """(model, tokenizer) of the real SmolLM2-135M-Instruct in fp32 on the CPU; a test that
+    asks for it is marked ``real_model``."""
+    import torch
+
+    from helpers import models
+
+    return models.load_model(models.DEFAULT_MODEL, dtype=torch.float32, device="cpu")
 
 
 @pytest.fixture(scope="session")

