@@ -7,6 +7,7 @@ works before the heavy libraries are loaded.
 from __future__ import annotations
 
 import importlib
+import logging
 
 _EXPORTS = {
     "load_model": "models",
@@ -26,6 +27,24 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+class _DropKernelHubFetch(logging.Filter):
+    """Drop bitsandbytes' note that it could not fetch a CPU kernel from the hub.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 tries to download a faster 4-bit matmul
+    from the Hugging Face hub when it is imported, and logs a warning when it cannot
+    (the course runs offline, without the optional `kernels` package). It then uses its
+    own CPU implementation, which is what every other CPU runs. The note depends on the
+    processor, so it would make a chapter's stored output differ from machine to machine.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+
+
+BITSANDBYTES_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+logging.getLogger(BITSANDBYTES_CPU_LOGGER).addFilter(_DropKernelHubFetch())
 
 
 def __getattr__(name: str):

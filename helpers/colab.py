@@ -34,10 +34,11 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from . import pins
+from . import pins, repo
 from .grading.student import student_copy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = repo.repo_root() or Path.cwd()
+"""The checkout (the generator is a repository tool; main() refuses to run without one)."""
 NOTEBOOKS = ROOT / "notebooks"
 COLAB = ROOT / "colab"
 
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="only report what is out of date")
     args = parser.parse_args(argv)
+    repo.require_checkout("python -m helpers.colab")
     if args.check:
         problems = stale()
         for problem in problems:

@@ -153,7 +153,7 @@ def model_checkpoint(name: str | None = None) -> Path:
     """Where ``helpers.models.prepare_model`` keeps a converted model (the same layout)."""
     from . import models
 
-    return models.cache_dir() / "models" / (name or models.DEFAULT_MODEL)
+    return models.checkpoint_dir(name or models.DEFAULT_MODEL)
 
 
 def _shown(path: Path) -> str:

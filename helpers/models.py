@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import hardware
+from . import env, hardware
 
 QUANTIZATIONS = (None, "8bit", "4bit")
 QUANT_TYPES_4BIT = ("nf4", "fp4")
@@ -317,7 +317,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
-        if os.environ.get("HF_HUB_OFFLINE") == "1" and path == name:
+        if env.flag("HF_HUB_OFFLINE") and path == name:
             raise OSError(
                 f"{name!r} is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading "
                 f"it. Use a course model ({', '.join(MODELS)}) or go online once."

@@ -14,10 +14,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from helpers import notebooks
+from helpers import notebooks, repo
 from helpers.grading import cells, compare, regrade, student
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = repo.repo_root()
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHAPTER_01 = ROOT / "notebooks" / "01_hardware_and_numbers.ipynb"
 TIMEOUT = 60

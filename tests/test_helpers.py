@@ -437,3 +437,17 @@ def test_bf16_native_on_cpu_needs_bf16_instructions(monkeypatch, flags, onednn_s
         assert hardware.bf16_native("cpu") is expected
     finally:
         hardware.bf16_native.cache_clear()
+
+
+def test_bitsandbytes_note_about_the_kernel_hub_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    import helpers
+
+    logger = logging.getLogger(helpers.BITSANDBYTES_CPU_LOGGER)
+    with caplog.at_level(logging.WARNING, logger=helpers.BITSANDBYTES_CPU_LOGGER):
+        logger.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ...", "x"
+        )
+        logger.warning("some other bitsandbytes warning")
+    assert [r.getMessage() for r in caplog.records] == ["some other bitsandbytes warning"]

@@ -453,8 +453,9 @@ def test_importing_the_memory_package_does_not_import_transformers():
 
 def test_monitor_panel_text_is_what_chapter_05_stores(capsys):
     """nbval compares the panel's text/plain repr at display time (chapter 05, section 6)."""
-    pytest.importorskip("ipywidgets")
     from types import SimpleNamespace
+
+    import ipywidgets  # noqa: F401  (pinned: a broken install fails here)
 
     monitor = memory.MemoryMonitor(widget=True, every=5)
     monitor.on_train_begin(None, SimpleNamespace(max_steps=10), None)

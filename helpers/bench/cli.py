@@ -17,6 +17,8 @@ import argparse
 import os
 from pathlib import Path
 
+from .. import repo
+
 COMMANDS = ("run", "course", "report")
 
 
@@ -50,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    repo.require_checkout("python -m helpers.bench")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from . import run as bench_run
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import notebooks
+from .. import notebooks, repo
 
 GOAL_SECONDS = 30 * 60
 
@@ -47,12 +47,14 @@ def execute_copy(path: Path, workdir: Path, timeout: int) -> tuple[float, str | 
 
 
 def time_course(
-    folder: str | Path = notebooks.ROOT / "notebooks",
+    folder: str | Path | None = None,
     *,
     timeout: int = 1800,
     only: list[str] | None = None,
 ) -> dict:
     """Execute every chapter (or those whose name starts with one of `only`); time each."""
+    if folder is None:
+        folder = repo.require_checkout("python -m helpers.bench course") / "notebooks"
     folder = Path(folder)
     paths = chapter_paths(folder)
     if only:

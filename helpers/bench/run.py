@@ -37,6 +37,7 @@ import torch
 
 from .. import hardware, training
 from ..models import DEFAULT_MODEL
+from ..repo import repo_root
 from . import matmul, recipes, report
 from .quality import QualityWatcher
 from .variants import (
@@ -49,7 +50,7 @@ from .variants import (
     verdict,
 )
 
-DEFAULT_OUT = Path(__file__).resolve().parents[2] / "bench"
+DEFAULT_OUT = (repo_root() or Path.cwd()) / "bench"
 GOAL_SPEEDUP = 5.0
 GOAL_UTILIZATION = 0.5
 GOAL_FOOTPRINT = 0.35

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import env, repo
+
+ROOT = repo.repo_root()
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-ENABLED = os.environ.get("COURSE_BROWSER_TESTS") == "1"
+ENABLED = env.flag("COURSE_BROWSER_TESTS")
 CHROMIUM = os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium")
 # Flags for a headless Chromium in a container, as root, without network: no sandbox
 # (Chromium will not start as root with one), no GPU, and none of the background

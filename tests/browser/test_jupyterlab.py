@@ -26,10 +26,11 @@ from pathlib import Path
 
 import nbformat
 
+from helpers import repo
 from helpers.memory import MemoryCalculator, estimate_training_memory
 from helpers.memory.widgets import BATCH_SIZES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo.repo_root()
 CHAPTER = ROOT / "notebooks" / "05_sfttrainer_and_memory.ipynb"
 SETUP_CODE = "from helpers import exercises, hardware, memory"
 CALCULATOR_CODE = "memory.MemoryCalculator("
