@@ -39,12 +39,14 @@ import tempfile
 import textwrap
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes")
 DRIFT_DIR = ROOT / "drift"
+# Files that spell old APIs on purpose (to show and test them): not scanned.
+NOT_SCANNED = ("helpers/migration.py", "helpers/drift.py")
 
 # Method calls on objects whose type ast cannot know: method name -> the library method
 # it means in the course's code. Ambiguous names (train, save_pretrained, ...) stay out.
@@ -141,7 +143,8 @@ def course_sources(root: Path = ROOT) -> list[tuple[str, list[tuple[str, str]]]]
     files: list[tuple[str, list[tuple[str, str]]]] = []
     for path in sorted((root / "helpers").rglob("*.py")):
         label = path.relative_to(root).as_posix()
-        files.append((label, [(label, path.read_text(encoding="utf-8"))]))
+        if label not in NOT_SCANNED:
+            files.append((label, [(label, path.read_text(encoding="utf-8"))]))
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         label = path.relative_to(root).as_posix()
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -512,26 +515,38 @@ _CONSTRUCT_BASE = {
 }
 
 
-def _construct_warnings(obj, kwargs: dict) -> list[str]:
-    """Warnings (and library log warnings) raised by ``obj(**kwargs)``; [] if it fails."""
+def capture_warnings(build):
+    """``build()``'s result and the warnings and library log warnings it raised, shown nowhere.
+
+    transformers logs some deprecations once per process (``warning_once``): that memory is
+    cleared first, so a check sees them every time.
+    """
     handler = _CapturedLogs()
     loggers = [logging.getLogger(name) for name in LIBRARIES]
+    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
     for logger in loggers:
-        logger.addHandler(handler)
+        logger.handlers = [handler]
+        logger.propagate = False
     once = getattr(logging.Logger, "warning_once", None)
     if hasattr(once, "cache_clear"):
         once.cache_clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                obj(**kwargs)
-            except Exception:  # noqa: BLE001 - a config that cannot be built here says nothing
-                return []
+            result = build()
     finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-    return [str(w.message) for w in caught] + handler.messages
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers = handlers
+            logger.propagate = propagate
+    return result, [str(w.message) for w in caught] + handler.messages
+
+
+def _construct_warnings(obj, kwargs: dict) -> list[str]:
+    """Warnings (and library log warnings) raised by ``obj(**kwargs)``; [] if it fails."""
+    try:
+        return capture_warnings(lambda: obj(**kwargs))[1]
+    except Exception:  # noqa: BLE001 - a config that cannot be built here says nothing
+        return []
 
 
 def _cheap_to_construct(obj) -> bool:
@@ -575,23 +590,21 @@ def check_keyword(obj, keyword: str, literal=dataclasses.MISSING) -> tuple[str, 
             return ("deprecated", f"{_name(obj)} keeps it only for backward compatibility")
     # Deprecated? The field's help, the docstring, the constructor's own warnings.
     others = set(params) | set(fields)
-    if keyword in fields:
-        help_text = str(fields[keyword].metadata.get("help", ""))
+    for klass in getattr(obj, "__mro__", (obj,)):  # a subclass may re-declare a field
+        field = _fields(klass).get(keyword)
+        help_text = str(field.metadata.get("help", "")) if field else ""
         if _says_deprecated(help_text, keyword, others, subject=True):
             return ("deprecated", _first_sentence(help_text))
-    entry = _docstring_entry(inspect.getdoc(obj) or "", keyword).split(":", 1)[-1]
-    if _says_deprecated(entry, keyword, others, subject=True):
-        return ("deprecated", _first_sentence(entry))
+        entry = _docstring_entry(klass.__doc__ or "", keyword).split(":", 1)[-1]
+        if _says_deprecated(entry, keyword, others, subject=True):
+            return ("deprecated", _first_sentence(entry))
     for source in _init_sources(obj):
         for message in _deprecation_messages(source):
             if _says_deprecated(message, keyword, others, subject=False):
                 return ("deprecated", _first_sentence(message))
     if literal is not dataclasses.MISSING and _cheap_to_construct(obj):
-        base = _base_kwargs(obj)
-        before = set(_construct_warnings(obj, base))
-        after = _construct_warnings(obj, {**base, keyword: literal})
-        for message in after:
-            if message not in before and _says_deprecated(message, keyword, others, False):
+        for message in _construct_warnings(obj, {**_base_kwargs(obj), keyword: literal}):
+            if _says_deprecated(message, keyword, others, subject=False):
                 return ("deprecated", _first_sentence(message))
     return None
 
@@ -679,6 +692,23 @@ def versions(libraries: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
     return found
 
 
+def newest_releases(
+    libraries: Sequence[str] = LIBRARIES, python: str = sys.executable
+) -> dict[str, str | None]:
+    """The newest release of each library on the package index (``pip index versions``);
+    None where the index cannot be asked. Shows when pip settled for an older release."""
+    newest: dict[str, str | None] = {}
+    for name in libraries:
+        proc = subprocess.run(
+            [python, "-m", "pip", "index", "versions", name, "--disable-pip-version-check"],
+            capture_output=True,
+            text=True,
+        )
+        match = re.match(rf"{re.escape(name)} \(([^)]+)\)", proc.stdout, re.IGNORECASE)
+        newest[name] = match.group(1) if match and proc.returncode == 0 else None
+    return newest
+
+
 def verdicts(
     usages: Sequence[Usage], problems: Sequence[Problem], seen: dict[str, str | None]
 ) -> list[str]:
@@ -746,6 +776,7 @@ def write_report(
     usages: Sequence[Usage],
     tests: dict | None,
     when: datetime.datetime,
+    newest: dict[str, str | None] | None = None,
 ) -> tuple[Path, Path]:
     """drift/report.json and drift/report.md: what was checked, against which versions."""
     out.mkdir(parents=True, exist_ok=True)
@@ -753,6 +784,7 @@ def write_report(
         "date": when.isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "versions": seen,
+        "newest_on_index": newest,
         "verdicts": lines,
         "problems": [dataclasses.asdict(p) for p in problems],
         "checked": {
@@ -769,11 +801,12 @@ def write_report(
         f"Run on {when:%Y-%m-%d %H:%M} UTC with Python {data['python']} by `make test-latest`",
         "(`python -m helpers.drift --tests`). Regenerate it; do not edit by hand.",
         "",
-        "| library | version | verdict |",
-        "|---|---|---|",
+        "| library | version checked | newest on the index | verdict |",
+        "|---|---|---|---|",
     ]
     for (library, version), line in zip(seen.items(), lines, strict=True):
-        md.append(f"| {library} | {version or '-'} | {line.split(': ', 1)[1]} |")
+        latest = (newest or {}).get(library) or "not asked"
+        md.append(f"| {library} | {version or '-'} | {latest} | {line.split(': ', 1)[1]} |")
     md.append("")
     if tests is not None:
         md += [unit_test_line(tests), ""]
@@ -791,19 +824,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", action="store_true", help="also run the helpers' unit tests")
     parser.add_argument("--report", type=Path, help="write report.md and report.json here")
+    parser.add_argument(
+        "--newest", action="store_true", help="ask the package index for the newest releases"
+    )
     args = parser.parse_args(argv)
     usages = find_usages()
     problems = check(usages)
     seen = versions()
     lines = verdicts(usages, problems, seen)
     tests = run_unit_tests() if args.tests else None
+    newest = newest_releases() if args.newest else None
     for line in lines:
         print(line)
     if tests is not None:
         print(unit_test_line(tests))
     if args.report:
         when = datetime.datetime.now(datetime.timezone.utc)
-        for path in write_report(args.report, seen, lines, problems, usages, tests, when):
+        written = write_report(args.report, seen, lines, problems, usages, tests, when, newest)
+        for path in written:
             print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     failed = bool(problems) or (tests is not None and tests.get("exit_code", 1) != 0)
     return 1 if failed else 0
