@@ -204,7 +204,15 @@ def test_report_records_versions_date_and_verdicts(tmp_path):
     seen = {"trl": "9.0.0"}
     lines = drift.verdicts(usages, problems, seen)
     when = datetime.datetime(2026, 11, 29, 1, 0, tzinfo=datetime.timezone.utc)
-    tests = {"exit_code": 1, "tests": 10, "failures": 1, "skipped": 2, "failed": ["t::x"]}
+    tests = {
+        "exit_code": 1,
+        "tests": 10,
+        "failures": 2,
+        "skipped": 1,
+        "failed": ["t::x", "t::y"],
+        "also_fail_with_pins": ["t::y"],
+        "deselected": ["t::pins"],
+    }
     json_path, md_path = drift.write_report(
         tmp_path, seen, lines, problems, usages, tests, when, {"trl": "9.1.0"}
     )
@@ -215,7 +223,8 @@ def test_report_records_versions_date_and_verdicts(tmp_path):
     assert data["problems"][0]["keyword"] == "max_length"
     text = md_path.read_text()
     assert "| trl | 9.0.0 | 9.1.0 | 1 problem: trl.SFTConfig(max_length=)" in text
-    assert "unit tests: 7 passed, 1 failed, 2 skipped: t::x" in text
+    assert "unit tests: 7 passed, 2 failed, 1 skipped: t::x, t::y (fails with the pins too)" in text
+    assert "- `t::pins`" in text
 
 
 def test_the_committed_report_covers_every_library():
