@@ -252,8 +252,54 @@ def _dict_keys(scope: ast.AST) -> dict[str, set[str]]:
     return keys
 
 
+def _subclasses(tree: ast.AST, aliases: dict[str, str], libraries: Sequence[str]):
+    """Course classes built on a library class, and functions that return one.
+
+    {local name: (library class, keywords its own __init__ takes)}: a call of the course's
+    class (or of the factory's result) passes its other keywords to the library class.
+    """
+    found: dict[str, tuple[str, frozenset[str]]] = {}
+    factories: dict[str, str] = {}
+
+    def visit(node: ast.AST, scope: dict[str, str], function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = {**scope, **_imports([child], libraries)}
+                visit(child, inner, child.name)
+                continue
+            if isinstance(child, ast.ClassDef):
+                for base in child.bases:
+                    target = _resolve_in(base, scope)
+                    if target:
+                        own = set()
+                        for item in child.body:
+                            if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                                own = {a.arg for a in item.args.args + item.args.kwonlyargs}
+                        found[child.name] = (target, frozenset(own - {"self"}))
+                        break
+            if isinstance(child, ast.Return) and isinstance(child.value, ast.Name) and function:
+                factories[function] = child.value.id
+            visit(child, scope, function)
+
+    visit(tree, aliases, None)
+    for function, name in factories.items():
+        if name in found:
+            found[f"{function}()"] = found[name]
+    return found
+
+
+def _resolve_in(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    if isinstance(node, ast.Name):
+        return aliases.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _resolve_in(node.value, aliases)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
 class _Finder(ast.NodeVisitor):
-    def __init__(self, aliases, local, place, tree, libraries):
+    def __init__(self, aliases, local, place, tree, libraries, subclasses=None):
+        self.subclasses = subclasses or {}
         self.aliases = aliases
         self.libraries = set(libraries)
         self.local = local
@@ -262,11 +308,13 @@ class _Finder(ast.NodeVisitor):
         self.scopes: list[dict[str, set[str]]] = [_dict_keys(tree)]
 
     def resolve(self, node: ast.AST) -> str | None:
-        if isinstance(node, ast.Name):
-            return self.aliases.get(node.id)
-        if isinstance(node, ast.Attribute):
-            base = self.resolve(node.value)
-            return f"{base}.{node.attr}" if base else None
+        return _resolve_in(node, self.aliases)
+
+    def _course_subclass(self, func: ast.AST) -> tuple[str, frozenset[str]] | None:
+        if isinstance(func, ast.Name):
+            return self.subclasses.get(func.id)
+        if isinstance(func, ast.Call) and isinstance(func.func, ast.Name) and not func.args:
+            return self.subclasses.get(f"{func.func.id}()")
         return None
 
     def where(self, node: ast.AST) -> str:
@@ -327,6 +375,9 @@ class _Finder(ast.NodeVisitor):
 
     def visit_Call(self, node):
         target = self.resolve(node.func)
+        own: frozenset[str] = frozenset()
+        if target is None and self._course_subclass(node.func):
+            target, own = self._course_subclass(node.func)
         if (
             target is None
             and isinstance(node.func, ast.Attribute)
@@ -339,6 +390,7 @@ class _Finder(ast.NodeVisitor):
             self.visit(node.func)
         if target is not None:
             names, literals = self._keywords(node)
+            names = [n for n in names if n not in own]
             self.usages.append(
                 Usage(target, self.where(node), tuple(names), tuple(literals), call=True)
             )
@@ -364,8 +416,11 @@ def find_usages(
                 raise SyntaxError(f"{place} does not parse: {err}") from err
         aliases = _imports((t for _, t in trees), libraries)
         local = _other_imports(t for _, t in trees) - set(aliases)
+        subclasses: dict[str, tuple[str, frozenset[str]]] = {}
+        for _place, tree in trees:
+            subclasses.update(_subclasses(tree, aliases, libraries))
         for place, tree in trees:
-            finder = _Finder(aliases, local, place, tree, libraries)
+            finder = _Finder(aliases, local, place, tree, libraries, subclasses)
             finder.visit(tree)
             usages.extend(finder.usages)
     return usages

@@ -31,6 +31,7 @@ def test_the_course_has_no_drift_against_the_pinned_libraries():
     assert ("peft.LoraConfig", "target_modules") in calls
     assert ("transformers.BitsAndBytesConfig", "bnb_4bit_quant_type") in calls
     assert ("transformers.AutoModelForCausalLM.from_pretrained", "dtype") in calls
+    assert ("trl.SFTTrainer", "processing_class") in calls  # through the course's subclass
     assert any(u.where.startswith("notebooks/") for u in usages)
     problems = drift.check(usages)
     assert problems == [], "\n".join(p.line() for p in problems)
@@ -72,6 +73,30 @@ helpers.generate(model, ["q"])
     assert "transformers.GenerationMixin.generate" not in names  # helpers.generate is ours
     literals = {u.target: dict(u.literals) for u in usages if u.call}
     assert literals["trl.SFTConfig"] == {"bf16": False}
+
+
+def test_a_course_subclass_passes_its_other_keywords_to_the_library_class():
+    source = """
+def trainer_class():
+    from trl import SFTTrainer
+
+    class Course(SFTTrainer):
+        def __init__(self, *args, fast=True, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    return Course
+
+def build(model):
+    return trainer_class()(fast=False, model=model, tokenizer=None)
+"""
+    calls = [(u.target, u.keywords) for u in _usages(source) if u.call]
+    assert calls == [("trl.SFTTrainer", ("model", "tokenizer"))]
+    (problem,) = drift.check(_usages(source))
+    assert (problem.target, problem.keyword, problem.kind) == (
+        "trl.SFTTrainer",
+        "tokenizer",
+        "unknown keyword",
+    )
 
 
 def test_notebook_cells_share_their_imports(tmp_path):
