@@ -255,12 +255,13 @@ def _check_load_in_8bit():
     from .models import prepare_model
 
     path = str(prepare_model("tiny-random-smollm2"))
-    _rejects(
-        lambda: _warnings_of(
-            lambda: transformers.AutoModelForCausalLM.from_pretrained(path, load_in_8bit=True)
-        ),
-        "from_pretrained(load_in_8bit=True)",
-    )
+    for keyword in ("load_in_8bit", "load_in_4bit"):
+        _rejects(
+            lambda keyword=keyword: _warnings_of(
+                lambda: transformers.AutoModelForCausalLM.from_pretrained(path, **{keyword: True})
+            ),
+            f"from_pretrained({keyword}=True)",
+        )
     _keyword_current("transformers.BitsAndBytesConfig", "load_in_8bit")
     _keyword_current("transformers.BitsAndBytesConfig", "load_in_4bit")
 
@@ -317,7 +318,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "setup_chat_format(model, tokenizer)",
         "clone_chat_template(model, tokenizer, source_tokenizer_path)",
         "removed",
-        "copies the chat template and special tokens of another tokenizer",
+        "copies another tokenizer's chat template, adds its new tokens, resizes the embeddings",
         _check_chat_format,
     ),
     Migration(
