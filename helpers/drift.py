@@ -876,8 +876,8 @@ def write_report(
     md = [
         "# Drift report",
         "",
-        f"Run on {when:%Y-%m-%d %H:%M} UTC with Python {data['python']} by `make test-latest`",
-        "(`python -m helpers.drift --tests`). Regenerate it; do not edit by hand.",
+        f"Run on {when:%Y-%m-%d %H:%M} UTC with Python {data['python']} by `make test-latest`.",
+        "Regenerate it with that command; do not edit it by hand.",
         "",
         "| library | version checked | newest on the index | verdict |",
         "|---|---|---|---|",
@@ -886,6 +886,20 @@ def write_report(
         latest = (newest or {}).get(library) or "not asked"
         md.append(f"| {library} | {version or '-'} | {latest} | {line.split(': ', 1)[1]} |")
     md.append("")
+    held = [
+        f"{library} {version} (newest: {(newest or {}).get(library)})"
+        for library, version in seen.items()
+        if version and (newest or {}).get(library) not in (None, version.split("+")[0])
+    ]
+    if held:
+        md += [
+            "Checked at an older release than the index's newest: "
+            + ", ".join(held)
+            + ". `make test-latest` keeps torch at its pin unless `LATEST_TORCH` says otherwise"
+            " (PyPI's newer Linux torch wheels are CUDA builds of several GB); for another"
+            " library, a bound set by one of the others held it back.",
+            "",
+        ]
     if tests is not None:
         md += [unit_test_line(tests), ""]
         if tests.get("deselected"):

@@ -226,7 +226,7 @@ def test_report_records_versions_date_and_verdicts(tmp_path):
     problems = [
         drift.Problem("trl.SFTConfig", "max_length", "unknown keyword", "gone", ("a.py:1",))
     ]
-    seen = {"trl": "9.0.0"}
+    seen = {"trl": "9.0.0", "torch": "2.13.0+cpu", "peft": "1.0.0"}
     lines = drift.verdicts(usages, problems, seen)
     when = datetime.datetime(2026, 11, 29, 1, 0, tzinfo=datetime.timezone.utc)
     tests = {
@@ -239,17 +239,25 @@ def test_report_records_versions_date_and_verdicts(tmp_path):
         "deselected": ["t::pins"],
     }
     json_path, md_path = drift.write_report(
-        tmp_path, seen, lines, problems, usages, tests, when, {"trl": "9.1.0"}
+        tmp_path,
+        seen,
+        lines,
+        problems,
+        usages,
+        tests,
+        when,
+        {"trl": "9.1.0", "torch": "2.15.0", "peft": "1.0.0"},
     )
     data = json.loads(json_path.read_text())
-    assert data["versions"] == {"trl": "9.0.0"}
-    assert data["newest_on_index"] == {"trl": "9.1.0"}
+    assert data["versions"] == seen
+    assert data["newest_on_index"]["torch"] == "2.15.0"
     assert data["date"].startswith("2026-11-29T01:00")
     assert data["problems"][0]["keyword"] == "max_length"
     text = md_path.read_text()
     assert "| trl | 9.0.0 | 9.1.0 | 1 problem: trl.SFTConfig(max_length=)" in text
     assert "unit tests: 7 passed, 2 failed, 1 skipped: t::x, t::y (fails with the pins too)" in text
     assert "- `t::pins`" in text
+    assert "newest: trl 9.0.0 (newest: 9.1.0), torch 2.13.0+cpu (newest: 2.15.0)." in text
 
 
 def test_the_committed_report_covers_every_library():
