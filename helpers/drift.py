@@ -701,7 +701,6 @@ def check(usages: Iterable[Usage]) -> list[Problem]:
         reason = check_deprecated_callable(obj) if any(u.call for u in group) else None
         if reason:
             problems.append(Problem(target, None, "deprecated", reason, places))
-        checked_obj = obj
         forward = _forwarded(target)
         keywords: dict[str, list[Usage]] = {}
         for usage in group:
@@ -714,10 +713,10 @@ def check(usages: Iterable[Usage]) -> list[Problem]:
                 if keyword in values:
                     literal = values[keyword]
                     break
-            found = check_keyword(checked_obj, keyword, literal)
+            found = check_keyword(obj, keyword, literal)
             if found and found[0] == "unknown keyword" and forward:
                 found = check_keyword(resolve(forward), keyword, literal)
-            elif found is None and forward and not _named_parameter(checked_obj, keyword):
+            elif found is None and forward and not _named_parameter(obj, keyword):
                 found = check_keyword(resolve(forward), keyword, literal)
             if found:
                 where = tuple(sorted({u.where for u in kw_usages}))
@@ -892,14 +891,15 @@ def write_report(
         if version and (newest or {}).get(library) not in (None, version.split("+")[0])
     ]
     if held:
-        md += [
-            "Checked at an older release than the index's newest: "
-            + ", ".join(held)
-            + ". `make test-latest` keeps torch at its pin unless `LATEST_TORCH` says otherwise"
-            " (PyPI's newer Linux torch wheels are CUDA builds of several GB); for another"
-            " library, a bound set by one of the others held it back.",
-            "",
-        ]
+        why = []
+        if any(h.startswith("torch ") for h in held):
+            why.append(
+                "`make test-latest` keeps torch at its pin unless `LATEST_TORCH` says otherwise"
+                " (PyPI's newer Linux torch wheels are CUDA builds of several GB)"
+            )
+        if any(not h.startswith("torch ") for h in held):
+            why.append("pip settled for an older release to satisfy another package's bound")
+        md += [f"Older than the index's newest: {', '.join(held)}. {'; '.join(why)}.", ""]
     if tests is not None:
         md += [unit_test_line(tests), ""]
         if tests.get("deselected"):

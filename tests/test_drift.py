@@ -257,7 +257,8 @@ def test_report_records_versions_date_and_verdicts(tmp_path):
     assert "| trl | 9.0.0 | 9.1.0 | 1 problem: trl.SFTConfig(max_length=)" in text
     assert "unit tests: 7 passed, 2 failed, 1 skipped: t::x, t::y (fails with the pins too)" in text
     assert "- `t::pins`" in text
-    assert "newest: trl 9.0.0 (newest: 9.1.0), torch 2.13.0+cpu (newest: 2.15.0)." in text
+    assert "newest: trl 9.0.0 (newest: 9.1.0), torch 2.13.0+cpu (newest: 2.15.0). `make" in text
+    assert "another package's bound." in text
 
 
 def test_the_committed_report_covers_every_library():
@@ -266,3 +267,26 @@ def test_the_committed_report_covers_every_library():
     assert len(data["verdicts"]) == len(drift.LIBRARIES)
     datetime.datetime.fromisoformat(data["date"])
     assert data["unit_tests"] is not None and "tests" in data["unit_tests"]
+
+
+def test_newest_releases_reads_pip_index_and_tolerates_no_answer(tmp_path):
+    fake = tmp_path / "python"
+    # called as: python -m pip index versions NAME --disable-pip-version-check
+    fake.write_text(
+        '#!/bin/sh\ncase "$5" in\n  trl) echo "trl (9.1.0)"; echo "Available versions: 9.1.0";;\n'
+        "  *) echo 'ERROR: no network' >&2; exit 1;;\nesac\n"
+    )
+    fake.chmod(0o755)
+    assert drift.newest_releases(("trl", "peft"), python=str(fake)) == {
+        "trl": "9.1.0",
+        "peft": None,
+    }
+
+
+def test_unit_test_runs_are_counted_from_pytest_junit(tmp_path):
+    sample = tmp_path / "test_sample.py"
+    sample.write_text("def test_a():\n    pass\n\ndef test_b():\n    assert False\n")
+    code, counts = drift._pytest(sys.executable, [str(sample)], tmp_path / "out.xml")
+    assert code == 1
+    assert (counts["tests"], counts["failures"], counts["skipped"]) == (2, 1, 0)
+    assert len(counts["failed"]) == 1 and counts["failed"][0].endswith("test_sample.py::test_b")
