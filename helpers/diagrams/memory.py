@@ -20,10 +20,13 @@ COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 def breakdown(estimate) -> dict[str, int]:
     """The predicted peak in five parts (bytes): the logits split off the activations.
 
-    The logits count only when the peak is in the forward/backward phase (at the optimizer
-    step they are long gone). The parts add up to ``estimate.total``.
+    The logits are a part of their own only when the peak comes at the start of the
+    backward pass, where the estimator counts them; at the other moments (end of the
+    backward pass, a recomputed layer, the optimizer step) they are already freed.
+    The parts add up to ``estimate.total``.
     """
-    logits = estimate.details.get(LOGITS_DETAIL, 0) if estimate.activations else 0
+    at_logits = estimate.settings.get("moment") == "start of backward"
+    logits = estimate.details.get(LOGITS_DETAIL, 0) if at_logits else 0
     parts = {
         "weights": estimate.weights,
         "gradients": estimate.gradients,

@@ -267,10 +267,12 @@ def _mask_hint(answer, expected):
             return "every token carries loss: put -100 on the prompt's tokens"
         if n_loss == 0:
             return "no token carries loss: the completion's tokens keep their ids as labels"
-        if n_loss == want_loss + 3:
+        first_got = next(i for i, x in enumerate(got) if x != -100)
+        first_want = next(i for i, x in enumerate(want) if x != -100)
+        if first_got < first_want and got[first_want:] == want[first_want:]:
             return (
-                "<|im_start|>assistant\\n belongs to the prompt: tokenize the prompt with "
-                "add_generation_prompt=True"
+                "the loss starts too early: <|im_start|>assistant\\n belongs to the prompt "
+                "(tokenize the prompt with add_generation_prompt=True)"
             )
         if n_loss < want_loss:
             return (
