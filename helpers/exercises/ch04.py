@@ -2,7 +2,9 @@
 
 The expected answers are computed from SmolLM2's tokenizer and the bundled Yoda data,
 the way trl 1.16's SFTTrainer prepares them (``helpers.batches.sft_labels``, checked
-against the trainer in tests/test_batches.py).
+against the trainer in tests/test_batches.py). Exercise 04.3 asks for code: the learner's
+loss-mask function is run on examples the chapter never shows, and its labels are compared
+with those of a batch built by trl's own SFTTrainer and collator.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ PARTS_EXAMPLE = 3
 """Exercise 04.2 looks at this row of the Yoda training split."""
 
 MASK_ROWS = range(100, 104)
-"""Exercise 04.3 checks the learner's loss mask on these rows of the Yoda test split..."""
+"""Exercise 04.3 checks the learner's loss mask on these rows of the Yoda test split, which
+the chapter never shows, and on ``MASK_EXTRA``."""
 MASK_EXTRA = {
     "prompt": [
         {"role": "system", "content": "Answer in one word."},
@@ -29,7 +32,7 @@ MASK_EXTRA = {
     ],
     "completion": [{"role": "assistant", "content": "Blue."}],
 }
-"""...and on this one, with another system message and a one-word answer."""
+"""A conversation unlike the Yoda data: another system message, a one-word answer."""
 
 
 @lru_cache(maxsize=1)
