@@ -8,7 +8,6 @@ again another way (from the SFTTrainer itself and from the collator).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 import helpers
@@ -23,8 +22,47 @@ RIGHT = {
         {"Answer", " END OF TURN "},
         ["answer", "answer", "end of turn"],
     ],
-    "04.3": [82 / 448, 0.183, 0.18, round(82 / 448, 4), torch.tensor(82 / 448)],
+    "04.3": [
+        ch04.reference_loss_mask,
+        lambda tokenizer, example: batches.sft_labels(tokenizer, example)[1],
+        lambda tokenizer, example: torch.tensor(ch04.reference_loss_mask(tokenizer, example)),
+    ],
 }
+
+
+def _conversation(tokenizer, example):
+    return tokenizer.apply_chat_template(
+        example["prompt"] + example["completion"], tokenize=True, return_dict=True
+    )["input_ids"]
+
+
+def _prompt(tokenizer, example, generation_prompt=True):
+    return tokenizer.apply_chat_template(
+        example["prompt"], tokenize=True, return_dict=True, add_generation_prompt=generation_prompt
+    )["input_ids"]
+
+
+def _header_with_loss(tokenizer, example):
+    n = len(_prompt(tokenizer, example, generation_prompt=False))
+    return [-100] * n + _conversation(tokenizer, example)[n:]
+
+
+def _end_of_turn_without_loss(tokenizer, example):
+    labels = ch04.reference_loss_mask(tokenizer, example)
+    return labels[:-2] + [-100, -100]
+
+
+def _completion_only(tokenizer, example):
+    return ch04.reference_loss_mask(tokenizer, example)[len(_prompt(tokenizer, example)) :]
+
+
+def _ones_instead_of_ids(tokenizer, example):
+    return [-100 if x == -100 else 1 for x in ch04.reference_loss_mask(tokenizer, example)]
+
+
+def _raises(tokenizer, example):
+    raise KeyError("messages")
+
 
 WRONG = {
     "04.1": [
@@ -49,16 +87,20 @@ WRONG = {
         (["answer", "eos"], "not one of the parts"),
     ],
     "04.3": [
-        (18.3, "not a percentage"),
-        (82 / 366, "padding included"),
-        (82, "not a number of tokens"),
-        (0.5, "longest length"),
-        ("0.18", "not a string"),
+        (_conversation, "every token carries loss"),
+        (lambda tokenizer, example: [-100] * len(_conversation(tokenizer, example)), "no token"),
+        (_header_with_loss, "belongs to the prompt"),
+        (_end_of_turn_without_loss, "too few tokens carry loss"),
+        (_completion_only, "one label per token"),
+        (_ones_instead_of_ids, "the wrong values"),
+        (lambda tokenizer, example: "labels", "list of integers"),
+        (_raises, "your answer raised KeyError"),
+        ([-100, 1, 2], "asks for a function"),
     ],
 }
 
 
-def test_solutions_match_the_sft_trainer(tiny, yoda, tmp_path):
+def test_solution_04_1_matches_the_sft_trainer(tiny, yoda, tmp_path):
     model, tokenizer = tiny
     args = helpers.sft_config(str(tmp_path), max_steps=1, device="cpu")
     test_row = yoda["test"].select([ch04.LOSS_EXAMPLE])
@@ -66,11 +108,28 @@ def test_solutions_match_the_sft_trainer(tiny, yoda, tmp_path):
     labels = trainer.train_dataset[0]["labels"]
     assert exercises.solution("04.1") == sum(label != -100 for label in labels) == 12
 
-    train = yoda["train"].select(list(ch04.PAD_ROWS))
-    trainer = helpers.build_trainer(model, tokenizer, train, args)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(train))])
-    assert exercises.solution("04.3") == pytest.approx(batches.pad_share(batch))
-    assert batches.count(batch).padding == 82 and batches.count(batch).total == 448
+
+def test_04_3_is_checked_on_unseen_examples_against_trl():
+    """trl's labels (the check's oracle) put loss on the answer, <|im_end|> and a newline."""
+    tokenizer = ch04._tokenizer()
+    examples = ch04._mask_examples()
+    assert all(i not in ch04.MASK_ROWS for i in (ch04.LOSS_EXAMPLE,))  # not the worked example
+    assert len(ch04.trl_labels()) == len(examples) == len(ch04.MASK_ROWS) + 1
+    for example, labels in zip(examples, ch04.trl_labels(), strict=True):
+        answer = example["completion"][0]["content"]
+        n_answer = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        assert sum(label != -100 for label in labels) == n_answer + 2
+        assert len(labels) == len(_conversation(tokenizer, example))
+
+
+def test_04_3_unanswered_function_is_not_answered_yet():
+    def answer_04_3(tokenizer, example):
+        """The labels of one example."""
+        ...
+
+    correct, line = exercises.verdict("04.3", answer_04_3)
+    assert not correct
+    assert line.startswith("Exercise 04.3: not answered yet: write the body")
 
 
 def test_parts_are_read_from_the_labels(yoda):

@@ -2,7 +2,9 @@
 
 The expected answers are computed from SmolLM2's tokenizer and the bundled Yoda data,
 the way trl 1.16's SFTTrainer prepares them (``helpers.batches.sft_labels``, checked
-against the trainer in tests/test_batches.py).
+against the trainer in tests/test_batches.py). Exercise 04.3 asks for code: the learner's
+loss-mask function is run on examples the chapter never shows, and its labels are compared
+with those of a batch built by trl's own SFTTrainer and collator.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-from . import _Missing, as_number, near_ratio, near_value, number, register
+from . import _Missing, as_number, call_answer, number, register
 
 LOSS_EXAMPLE = 0
 """Exercise 04.1 counts the loss tokens of this row of the Yoda test split."""
@@ -20,8 +22,17 @@ PARTS = ("system", "user", "assistant header", "answer", "end of turn")
 PARTS_EXAMPLE = 3
 """Exercise 04.2 looks at this row of the Yoda training split."""
 
-PAD_ROWS = range(8, 16)
-"""Exercise 04.3 pads these rows of the Yoda training split into one batch."""
+MASK_ROWS = range(100, 104)
+"""Exercise 04.3 checks the learner's loss mask on these rows of the Yoda test split, which
+the chapter never shows, and on ``MASK_EXTRA``."""
+MASK_EXTRA = {
+    "prompt": [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "What colour is the sky on a clear day?"},
+    ],
+    "completion": [{"role": "assistant", "content": "Blue."}],
+}
+"""A conversation unlike the Yoda data: another system message, a one-word answer."""
 
 
 @lru_cache(maxsize=1)
@@ -174,40 +185,115 @@ register(
 
 
 # ---------------------------------------------------------------- 04.3
-def _lengths() -> list[int]:
-    return [len(_labels("train", i)[0]) for i in PAD_ROWS]
+def _mask_examples() -> list[dict]:
+    rows = [dict(_split("test")[i]) for i in MASK_ROWS]
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows] + [MASK_EXTRA]
 
 
-def _pad_share() -> float:
-    lengths = _lengths()
-    longest = max(lengths)
-    return sum(longest - n for n in lengths) / (longest * len(lengths))
+@lru_cache(maxsize=1)
+def trl_labels() -> tuple[tuple[int, ...], ...]:
+    """The labels trl's SFTTrainer and its collator give the exercise's examples (no padding).
+
+    A trainer on the tiny model (same tokenizer as SmolLM2) prepares the examples, its
+    collator pads them into one batch, and each row is cut back to its real tokens.
+    """
+    import contextlib
+    import io
+    import tempfile
+
+    from .. import models, training
+
+    model, tokenizer = models.load_model("tiny-random-smollm2", device="cpu")
+    from datasets import Dataset
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        args = training.sft_config(tmp, max_steps=1, device="cpu", disable_tqdm=True)
+        trainer = training.build_trainer(
+            model, tokenizer, Dataset.from_list(_mask_examples()), args, lm_head="trl"
+        )
+        prepared = trainer.train_dataset
+        batch = trainer.data_collator([prepared[i] for i in range(len(prepared))])
+    return tuple(
+        tuple(labels[mask.bool()].tolist())
+        for labels, mask in zip(batch["labels"], batch["attention_mask"], strict=True)
+    )
 
 
-def _pads_over_real() -> float:
-    lengths = _lengths()
-    return sum(max(lengths) - n for n in lengths) / sum(lengths)
+def reference_loss_mask(tokenizer, example: dict) -> list[int]:
+    """The labels of one conversational prompt-completion example: -100 on the prompt."""
+    prompt = tokenizer.apply_chat_template(
+        example["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    full = tokenizer.apply_chat_template(
+        example["prompt"] + example["completion"], tokenize=True, return_dict=True
+    )["input_ids"]
+    return [-100] * len(prompt) + list(full[len(prompt) :])
 
 
-def _pad_count() -> int:
-    lengths = _lengths()
-    return sum(max(lengths) - n for n in lengths)
+def _as_labels(result) -> list[int]:
+    if hasattr(result, "tolist"):
+        result = result.tolist()
+    if isinstance(result, (str, bytes, dict)) or not isinstance(result, Iterable):
+        raise _Missing(
+            f"return the labels as a list of integers (one per token), got {type(result).__name__}"
+        )
+    labels = list(result)
+    if labels and isinstance(labels[0], list) and len(labels) == 1:
+        labels = labels[0]  # a batch of one row
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        raise _Missing("return a flat list of integers: token ids, and -100 where no loss")
+    return labels
+
+
+def _learner_labels(function) -> list[list[int]]:
+    tokenizer = _tokenizer()
+    return [_as_labels(call_answer(function, tokenizer, ex)) for ex in _mask_examples()]
+
+
+def _same_labels(answer, expected) -> bool:
+    return _learner_labels(answer) == [list(row) for row in trl_labels()]
+
+
+def _mask_hint(answer, expected):
+    for got, want in zip(_learner_labels(answer), trl_labels(), strict=True):
+        want = list(want)
+        if got == want:
+            continue
+        n_loss = sum(x != -100 for x in got)
+        want_loss = sum(x != -100 for x in want)
+        if len(got) != len(want):
+            return (
+                f"an example of {len(want)} tokens got {len(got)} labels: tokenize the whole "
+                "conversation (prompt + completion) with the chat template, one label per token"
+            )
+        if n_loss == len(got):
+            return "every token carries loss: put -100 on the prompt's tokens"
+        if n_loss == 0:
+            return "no token carries loss: the completion's tokens keep their ids as labels"
+        first_got = next(i for i, x in enumerate(got) if x != -100)
+        first_want = next(i for i, x in enumerate(want) if x != -100)
+        if first_got < first_want and got[first_want:] == want[first_want:]:
+            return (
+                "the loss starts too early: <|im_start|>assistant\\n belongs to the prompt "
+                "(tokenize the prompt with add_generation_prompt=True)"
+            )
+        if n_loss < want_loss:
+            return (
+                "too few tokens carry loss: the answer's <|im_end|> and the newline after it "
+                "are part of the completion"
+            )
+        if n_loss == want_loss and [x == -100 for x in got] == [x == -100 for x in want]:
+            return "the right positions, the wrong values: a label is the token id itself"
+        return None
+    return None
 
 
 register(
     "04.3",
-    f"Training rows {PAD_ROWS.start} to {PAD_ROWS.stop - 1}, prepared by SFTTrainer and padded "
-    "into one batch: what share of its positions is padding (a number between 0 and 1)?",
-    _pad_share,
-    number(abs_tol=0.005),
-    hints=[
-        near_ratio(100.0, "give a share between 0 and 1, not a percentage", rel_tol=0.02),
-        lambda a, e: (
-            "divide by all positions of the batch, padding included"
-            if abs(as_number(a) - _pads_over_real()) < 0.005
-            else None
-        ),
-        lambda a, e: near_value(_pad_count(), "a share, not a number of tokens")(a, e),
-    ],
-    fallback_hint="padding = (longest length - each length), summed; divide by rows x longest",
+    "Write answer_04_3(tokenizer, example): the labels SFTTrainer gives a conversational "
+    "prompt-completion example (token ids, -100 on the prompt).",
+    lambda: reference_loss_mask,
+    _same_labels,
+    hints=[_mask_hint],
+    fallback_hint="compare your labels with mark_loss on a batch from trainer.data_collator",
 )
