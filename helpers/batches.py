@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 
 # The trainer's sampler lives beside the trainer; chapter 04 shows it from here.
+from .chat import prompt_completion
+from .modes import eval_mode
 from .sampling import BucketedSampler, bucketed_order  # noqa: F401
 
 IGNORE_INDEX = -100
@@ -186,16 +188,8 @@ def sft_labels(tokenizer, row: dict) -> tuple[list[int], list[int]]:
     common prefix, and only they carry loss. (tests/test_batches.py checks this against the
     SFTTrainer itself.)
     """
-    prompt = tokenizer.apply_chat_template(
-        row["prompt"], tokenize=True, return_dict=True, add_generation_prompt=True
-    )["input_ids"]
-    full = tokenizer.apply_chat_template(
-        row["prompt"] + row["completion"], tokenize=True, return_dict=True
-    )["input_ids"]
-    common = 0
-    while common < min(len(prompt), len(full)) and prompt[common] == full[common]:
-        common += 1
-    return list(full), [IGNORE_INDEX] * common + list(full[common:])
+    tokens = prompt_completion(tokenizer, row)
+    return list(tokens.ids), [IGNORE_INDEX] * tokens.start + list(tokens.ids[tokens.start :])
 
 
 def trl_collator(tokenizer, *, padding_free: bool = False, pad_to_multiple_of: int | None = None):
@@ -230,10 +224,8 @@ def packed_logits_gap(model, sequences: Sequence[Sequence[int]], *, restart_posi
     trl's padding-free batches (transformers then keeps each sequence's attention inside
     itself); otherwise it is one long sequence whose tokens can see everything before them.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    try:
+    with eval_mode(model):
         last = torch.tensor([list(sequences[-1])], device=device)
         alone = model(input_ids=last).logits[0].float()
         row = torch.tensor([[t for s in sequences for t in s]], device=device)
@@ -246,8 +238,6 @@ def packed_logits_gap(model, sequences: Sequence[Sequence[int]], *, restart_posi
             kwargs["attention_mask"] = torch.ones_like(row)
         packed = model(input_ids=row, **kwargs).logits[0, -len(sequences[-1]) :].float()
         return float((packed - alone).abs().max())
-    finally:
-        model.train(was_training)
 
 
 # ------------------------------------------------------------------ as text
@@ -414,11 +404,9 @@ def eos_probability(model, tokenizer, rows: Sequence[dict]) -> list[float]:
     Teacher-forced (the reference answer is fed in, no generation), so it measures exactly
     what the loss on the answer's final EOS would train.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     probs = []
-    try:
+    with eval_mode(model):
         for row in rows:
             prompt = tokenizer.apply_chat_template(
                 row["prompt"], tokenize=False, add_generation_prompt=True
@@ -427,8 +415,6 @@ def eos_probability(model, tokenizer, rows: Sequence[dict]) -> list[float]:
             ids = tokenizer(prompt + answer, add_special_tokens=False, return_tensors="pt")
             logits = model(**ids.to(device)).logits[0, -1]
             probs.append(float(torch.softmax(logits.float(), -1)[tokenizer.eos_token_id]))
-    finally:
-        model.train(was_training)
     return probs
 
 
