@@ -171,7 +171,7 @@ def test_the_quantizer_cases_include_a_negative_absmax_and_positive_only_data():
     cases = ch02._quantizer_cases()
     assert any(x.min().abs() > x.max() for x in cases)
     assert any(bool((x > 0).all()) for x in cases)
-    assert all(torch.equal(x, y) for x, y in zip(cases, ch02._quantizer_cases()))  # seeded
+    assert all(torch.equal(x, y) for x, y in zip(cases, ch02._quantizer_cases(), strict=True))
 
 
 def test_the_checked_config_loads_a_model_in_4_bits():
