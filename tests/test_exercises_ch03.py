@@ -1,40 +1,83 @@
 """Answers to chapter 03's exercises that must be accepted (RIGHT) or rejected (WRONG).
 
 tests/test_exercises.py collects RIGHT and WRONG from every tests/test_exercises_ch*.py.
+03.3 asks for a function returning a LoraConfig; its check builds the tiny model with peft.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
+from peft import LoraConfig
 
-from helpers import exercises, lora, numbers
+import helpers
+from helpers import exercises, lora
+from helpers.exercises import ch03
 
-# Right answers a learner might type, in several forms.
+
+# --- 03.3: a LoraConfig for the attention projections ----------------------------------------
+def attention_only(r):
+    return LoraConfig(
+        r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
+def attention_with_the_helper(r):
+    return helpers.lora_config(r=r, target_modules=list(lora.ATTENTION))
+
+
+def attention_by_regex(r):
+    return LoraConfig(r=r, lora_alpha=16, target_modules=r".*\.self_attn\.(q|k|v|o)_proj")
+
+
+def all_linear(r):
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear")
+
+
+def q_and_v(r):
+    return LoraConfig(r=r, target_modules=["q_proj", "v_proj"])
+
+
+def attention_and_gate(r):
+    return LoraConfig(r=r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"])
+
+
+def fixed_rank(r):
+    return LoraConfig(r=8, lora_alpha=16, target_modules=list(lora.ATTENTION))
+
+
+def a_dict(r):
+    return {"r": r, "target_modules": list(lora.ATTENTION)}
+
+
+def unanswered(r):
+    """The student copy."""
+    ...
+
+
+def crashing(r):
+    return LoraConfig(r=r, target_modules=list(lora.ATTENTION), lora_dropout=2.0, nonsense=1)
+
+
 RIGHT = {
-    "03.1": [
-        2_442_240,
-        2442240.0,
-        8 * (2 * 1152 + 2 * 768 + 3 * 2112) * 30,
-        torch.tensor(2_442_240),
-    ],
+    "03.1": [2, 2.0, 16 / math.sqrt(64), torch.tensor(2.0), np.float64(2.0)],
     "03.2": [288, 288.0, 576 * 576 / (576 + 576), np.float64(288)],
-    "03.3": [39_075_840, 16 * 2_442_240, 39.1e6, torch.tensor(39_075_840)],
+    "03.3": [attention_only, attention_with_the_helper, attention_by_regex],
 }
 
 # Wrong answers, each with a piece of the hint it must get.
 WRONG = {
     "03.1": [
-        (81_408, "one block"),
-        (4_884_480, "r=16"),
-        (106_168_320, "full weight matrices"),
-        (1_198_080, "only A"),
-        (1_244_160, "only B"),
-        (2_626_560, "key/value heads"),
-        (921_600, "attention projections only"),
-        (2_840_064, "lm_head"),
-        (2_400_000, "multiply by 30"),
-        ("2442240", "not a string"),
+        (0.25, "alpha / r, without rsLoRA"),
+        (0.125, "alpha multiplies it too"),
+        (16, "divided by something"),
+        (0.5, "upside down"),
+        (16 / 512, "sqrt(r) once"),
+        (4, "square root of the rank"),
+        ("2", "not a string"),
     ],
     "03.2": [
         (576, "twice the matrix"),
@@ -44,27 +87,46 @@ WRONG = {
         ([288], "single number"),
     ],
     "03.3": [
-        (9_768_960, "weights alone"),
-        (19_537_920, "two moments per parameter"),
-        (29_306_880, "one of the four"),
-        (78_151_680, "r=16"),
-        (312_606_720, "not bits"),
-        (39.07584, "not megabytes"),
-        (2_152_240_128, "full fine-tuning"),
-        (50_000_000, "multiply exercise 03.1's count"),
+        (all_linear, "gate_proj, up_proj and down_proj"),
+        (q_and_v, "k_proj, o_proj not adapted"),
+        (attention_and_gate, "gate_proj adapted too"),
+        (fixed_rank, "use the rank the function is given"),
+        (a_dict, "return a peft LoraConfig"),
+        (crashing, "raised TypeError"),
+        (921_600, "asks for a function"),
     ],
 }
 
 
+def test_an_unanswered_function_is_not_answered_yet():
+    correct, line = exercises.verdict("03.3", unanswered)
+    assert not correct
+    assert line.startswith("Exercise 03.3: not answered yet: write the body")
+
+
+def test_the_rslora_scaling_is_what_peft_uses():
+    from peft import get_peft_model
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(128, 128, bias=False)
+
+    config = LoraConfig(
+        r=ch03.RSLORA_R, lora_alpha=ch03.RSLORA_ALPHA, use_rslora=True, target_modules=["proj"]
+    )
+    layer = get_peft_model(Tiny(), config).base_model.model.proj
+    assert layer.scaling["default"] == pytest.approx(exercises.solution("03.1"))
+    assert exercises.solution("03.1") == pytest.approx(2.0)
+
+
+def test_the_check_counts_against_the_formula_on_the_tiny_model():
+    trainable, adapted, rank = ch03._applied(attention_only(4))
+    config = ch03._fresh_tiny_model_config()
+    assert adapted == set(lora.ATTENTION) and rank == 4
+    assert trainable == lora.lora_parameters(config, 4, lora.ATTENTION)
+    assert trainable != lora.lora_parameters(config, 4)  # all-linear would differ
+
+
 def test_solutions_are_computed_from_the_shapes():
-    assert exercises.solution("03.1") == 2_442_240
-    assert exercises.solution("03.1") == lora.lora_parameters(numbers.SMOLLM2_135M_CONFIG, 8)
     assert exercises.solution("03.2") == 288.0
-    assert exercises.solution("03.3") == 16 * 2_442_240
-
-
-def test_the_count_follows_the_rank_and_the_shapes():
-    config = dict(numbers.SMOLLM2_135M_CONFIG)
-    assert lora.lora_parameters(config, 16) == 2 * exercises.solution("03.1")
-    config["num_hidden_layers"] = 1
-    assert lora.lora_parameters(config, 8) == exercises.solution("03.1") // 30

@@ -4,32 +4,101 @@ from __future__ import annotations
 
 import math
 
-from . import as_number, near_ratio, near_value, number, register
+from . import _Missing, as_number, call_answer, near_ratio, near_value, number, register
 
-ABSMAX_BLOCK = (0.8, -2.54, 0.3, 1.27)
-"""The values of exercise 02.1; the question asks for the int8 code of the first."""
+QUANTIZER_SEED = 2026
+"""Exercise 02.1 draws its test tensors from this seed: tensors the chapter never shows."""
 
 NF4_WEIGHT, NF4_ABSMAX = 0.03, 0.08
 """Exercise 02.2: a weight and the absmax of its block of 64."""
 
 
-def _absmax_code() -> int:
+def _quantizer_cases():
+    """Tensors the learner's quantizer has not seen: shapes, signs and outliers vary."""
     import torch
 
+    generator = torch.Generator().manual_seed(QUANTIZER_SEED)
+    normal = torch.randn(64, 48, generator=generator) * 0.05
+    lopsided = torch.rand(300, generator=generator) * 3.0 + 0.5  # all positive
+    negative_outlier = torch.randn(10, 10, generator=generator)
+    negative_outlier[3, 7] = -9.0  # the largest magnitude is negative
+    return [normal, lopsided, negative_outlier, torch.tensor([0.8, -2.54, 0.3, 1.27])]
+
+
+def _absmax_reference(x):
+    """The reference for 02.1: the chapter's absmax quantizer, one scale per tensor."""
     from .. import quantization
 
-    codes, _ = quantization.absmax_quantize(torch.tensor(ABSMAX_BLOCK), bits=8)
-    return int(codes[0])
+    return quantization.absmax_quantize(x, bits=8)
 
 
-def _zeropoint_hint(answer, expected):
+def _as_codes_and_scale(result):
+    """(codes, scale as a float) from what a learner's quantizer returned."""
     import torch
 
-    from .. import quantization
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise _Missing("return two things, (codes, scale), like quantization.absmax_quantize")
+    codes, scale = (torch.as_tensor(part).detach().cpu() for part in result)
+    if scale.numel() != 1:
+        raise _Missing("one scale for the whole tensor: the scale should be a single number")
+    return codes, float(scale.reshape(()))
 
-    codes, _, _ = quantization.zeropoint_quantize(torch.tensor(ABSMAX_BLOCK), bits=8)
-    if math.isclose(as_number(answer), int(codes[0])):
-        return "that is the zero-point code; absmax quantization has no zero point"
+
+def _quantizer_results(function):
+    import torch
+
+    out = []
+    for x in _quantizer_cases():
+        codes, scale = _as_codes_and_scale(call_answer(function, x.clone()))
+        ref_codes, ref_scale = _absmax_reference(x)
+        out.append((x, codes, scale, ref_codes.to(torch.float64), float(ref_scale)))
+    return out
+
+
+def _compare_quantizer(answer, expected) -> bool:
+    import math
+
+    import torch
+
+    for x, codes, scale, ref_codes, ref_scale in _quantizer_results(answer):
+        if codes.shape != x.shape:
+            return False
+        if codes.is_floating_point() and not torch.equal(codes, codes.round()):
+            return False
+        if not math.isclose(scale, ref_scale, rel_tol=1e-5):
+            return False
+        diff = (codes.to(torch.float64) - ref_codes).abs()
+        # dividing by the scale or multiplying by 127 / absmax may differ by one code on a tie
+        if diff.max() > 1 or (diff > 0).double().mean() > 1e-3:
+            return False
+    return True
+
+
+def _quantizer_hint(answer, expected):
+    import math
+
+    import torch
+
+    results = _quantizer_results(answer)
+    for x, codes, *_ in results:
+        if codes.shape != x.shape:
+            return "return one code per value: codes must have the shape of x"
+        if codes.is_floating_point() and torch.allclose(codes.double(), x.double(), atol=0.05):
+            return "those are the restored values: return the codes, round(x / scale)"
+        if codes.is_floating_point() and not torch.equal(codes, codes.round()):
+            return "codes are integers: round x / scale (torch.round) before returning it"
+    ratios = [scale / ref_scale for _, _, scale, _, ref_scale in results]
+    if all(math.isclose(r, 127 / 255, rel_tol=1e-4) for r in ratios):
+        return "absmax maps the largest magnitude to 127, not 255: divide it by 127"
+    if all(math.isclose(r, 127 / 128, rel_tol=1e-4) for r in ratios):
+        return "codes run from -127 to 127 here: divide the absmax by 127, not 128"
+    if all(math.isclose(r, 127, rel_tol=1e-4) for r in ratios):
+        return "the scale is absmax / 127, not absmax itself"
+    if any(not math.isclose(r, 1, rel_tol=1e-5) for r in ratios):
+        return (
+            "the scale comes from the largest *magnitude*, x.abs().max(); one of the test "
+            "tensors has its largest magnitude on a negative value"
+        )
     return None
 
 
@@ -81,25 +150,14 @@ def _bytes_per_block() -> float:
 
 register(
     "02.1",
-    f"With absmax int8 quantization of the block {list(ABSMAX_BLOCK)}, which integer code "
-    f"stores {ABSMAX_BLOCK[0]}?",
-    _absmax_code,
-    number(abs_tol=1e-6),
-    hints=[
-        near_value(
-            ABSMAX_BLOCK[0] * 127,
-            "the scale is absmax / 127, not 1 / 127: which value has the largest magnitude?",
-            rel_tol=1e-3,
-        ),
-        _zeropoint_hint,
-        near_value(
-            round(ABSMAX_BLOCK[0] / (1.27 / 127)),
-            "the absmax is the largest magnitude, and -2.54 is larger in magnitude than 1.27",
-        ),
-        near_value(0.02, "that is the scale; give the code, value / scale, rounded"),
-        near_value(-127.0, "that is the code of -2.54, the value with the largest magnitude"),
-    ],
-    fallback_hint="scale = absmax / 127, then code = round(value / scale)",
+    "Write answer_02_1(x): absmax int8 quantization of a float tensor with one scale, "
+    "returning (codes, scale) with scale = max|x| / 127 and codes = round(x / scale).",
+    lambda: _absmax_reference,
+    _compare_quantizer,
+    hints=[_quantizer_hint],
+    fallback_hint=(
+        "scale = x.abs().max() / 127, codes = torch.round(x / scale); return (codes, scale)"
+    ),
 )
 
 register(
@@ -134,4 +192,56 @@ register(
         near_ratio(1 / 64, "that is bytes per weight: a block has 64 of them"),
     ],
     fallback_hint="64 weights x 4 bits, plus 32 bits for the absmax, then divide by 8",
+)
+
+
+BNB_FIELDS = {
+    "load_in_4bit": True,
+    "load_in_8bit": False,
+    "bnb_4bit_quant_type": "nf4",
+    "bnb_4bit_use_double_quant": True,
+}
+"""Exercise 02.4: the fields of a BitsAndBytesConfig for NF4 with double quantization."""
+
+
+def _bnb_fields(config) -> dict:
+    if isinstance(config, dict):
+        raise _Missing("build the config object: BitsAndBytesConfig(...) from transformers")
+    if type(config).__name__ != "BitsAndBytesConfig":
+        raise _Missing(f"give a transformers BitsAndBytesConfig, not a {type(config).__name__}")
+    return {field: getattr(config, field) for field in BNB_FIELDS}
+
+
+def _reference_bnb():
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True
+    )
+
+
+def _compare_bnb(answer, expected) -> bool:
+    return _bnb_fields(answer) == _bnb_fields(expected) == BNB_FIELDS
+
+
+def _bnb_hint(answer, expected):
+    got = _bnb_fields(answer)
+    if got["load_in_8bit"]:
+        return "load_in_8bit=True is LLM.int8(); NF4 is a 4-bit format: load_in_4bit=True"
+    if not got["load_in_4bit"]:
+        return "ask for 4 bits: load_in_4bit=True"
+    if got["bnb_4bit_quant_type"] != "nf4":
+        return f"bnb_4bit_quant_type={got['bnb_4bit_quant_type']!r}: the chapter's choice is 'nf4'"
+    if not got["bnb_4bit_use_double_quant"]:
+        return "double quantization is off: bnb_4bit_use_double_quant=True"
+    return None
+
+
+register(
+    "02.4",
+    "Write the BitsAndBytesConfig that loads a model in 4-bit NF4 with double quantization.",
+    _reference_bnb,
+    _compare_bnb,
+    hints=[_bnb_hint],
+    fallback_hint="BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=..., ...)",
 )

@@ -1,14 +1,27 @@
-"""Exercises of chapter 03, LoRA."""
+"""Exercises of chapter 03, LoRA.
+
+03.3 asks for code: a function that returns a ``LoraConfig``. The check builds the
+course's tiny 2-layer model (same layer names as SmolLM2, other sizes), applies the
+config with peft for ranks the chapter does not use, and compares the trainable-parameter
+count and the adapted layers with the formula r * (d_in + d_out) over the attention
+projections.
+"""
 
 from __future__ import annotations
 
-from . import near_ratio, near_value, number, register
+import math
 
-RANK = 8
-"""The rank asked about in exercises 03.1 and 03.3."""
+from . import _Missing, call_answer, near_value, number, register
 
-ADAM_FP32_BYTES = 4 + 4 + 8
-"""Per trained parameter: the weight, its gradient and Adam's two moments, all fp32."""
+RSLORA_R, RSLORA_ALPHA = 64, 16
+"""Exercise 03.1: the rank and alpha of a LoraConfig with use_rslora=True."""
+
+CHECK_RANKS = (2, 6)
+"""Exercise 03.3: the ranks the check asks the learner's function for."""
+
+CHECK_MODEL = "tiny-random-smollm2"
+
+_tiny_model = None
 
 
 def _config():
@@ -23,84 +36,31 @@ def _shapes():
     return projection_shapes(_config())
 
 
-def _lora_all_linear(r: int = RANK) -> int:
-    """r * (d_in + d_out), summed over the 7 projections of a block, times the 30 blocks."""
-    per_block = sum(r * (d_in + d_out) for d_in, d_out in _shapes().values())
-    return per_block * _config()["num_hidden_layers"]
-
-
-def _sum_over_blocks(per_projection) -> int:
-    """A wrong count for the hints: `per_projection(d_in, d_out)` summed over every layer."""
-    total = sum(per_projection(d_in, d_out) for d_in, d_out in _shapes().values())
-    return total * _config()["num_hidden_layers"]
-
-
 def _q_proj_break_even() -> float:
     """The rank at which A and B of q_proj hold as many numbers as q_proj itself."""
     d_in, d_out = _shapes()["q_proj"]
     return d_in * d_out / (d_in + d_out)
 
 
-def _lazy(value, hint: str):
-    """A hint rule like ``near_value`` whose value is computed only when an answer is checked."""
-
-    def rule(answer, expected):
-        return near_value(value(), hint)(answer, expected)
-
-    return rule
-
-
-def _without_grouped_query_attention() -> int:
-    from ..lora import lora_parameters
-
-    config = {**_config(), "num_key_value_heads": _config()["num_attention_heads"]}
-    return lora_parameters(config, RANK)
-
-
-def _attention_only() -> int:
-    from ..lora import ATTENTION, lora_parameters
-
-    return lora_parameters(_config(), RANK, ATTENTION)
-
-
-def _with_lm_head() -> int:
-    return _lora_all_linear() + RANK * (_config()["hidden_size"] + _config()["vocab_size"])
-
-
-_HINTS_03_1 = [
-    near_ratio(1 / 30, "that is one block: the model has 30 of them"),
-    near_ratio(2.0, "that is r=16: the count grows in proportion to r"),
-    _lazy(
-        lambda: _sum_over_blocks(lambda d_in, d_out: d_in * d_out),
-        "that is the size of the full weight matrices, not of A and B",
-    ),
-    _lazy(
-        lambda: _sum_over_blocks(lambda d_in, d_out: RANK * d_in),
-        "that counts only A (r x d_in): B (d_out x r) trains too",
-    ),
-    _lazy(
-        lambda: _sum_over_blocks(lambda d_in, d_out: RANK * d_out),
-        "that counts only B (d_out x r): A (r x d_in) trains too",
-    ),
-    _lazy(
-        _without_grouped_query_attention,
-        "k_proj and v_proj produce only 3 key/value heads of 64, i.e. 192 numbers, not 576",
-    ),
-    _lazy(
-        _attention_only,
-        "that is the attention projections only: all-linear adapts the MLP's three too",
-    ),
-    _lazy(_with_lm_head, "all-linear leaves out the output layer (lm_head)"),
-]
+def _rslora_scaling() -> float:
+    """rsLoRA's scaling: alpha / sqrt(r) (peft's ``use_rslora=True``)."""
+    return RSLORA_ALPHA / math.sqrt(RSLORA_R)
 
 
 register(
     "03.1",
-    "How many trainable parameters does LoRA r=8 on all linear layers add to SmolLM2-135M?",
-    _lora_all_linear,
-    number(),
-    hints=_HINTS_03_1,
-    fallback_hint="add r * (d_in + d_out) over the 7 projections of a block, then multiply by 30",
+    f"With LoraConfig(r={RSLORA_R}, lora_alpha={RSLORA_ALPHA}, use_rslora=True), by what "
+    "factor does the layer multiply B A x?",
+    _rslora_scaling,
+    number(rel_tol=1e-6),
+    hints=[
+        near_value(RSLORA_ALPHA / RSLORA_R, "that is alpha / r, without rsLoRA"),
+        near_value(1 / math.sqrt(RSLORA_R), "alpha multiplies it too: alpha / sqrt(r)"),
+        near_value(RSLORA_ALPHA, "alpha is divided by something that depends on the rank"),
+        near_value(math.sqrt(RSLORA_R) / RSLORA_ALPHA, "that is upside down: alpha / sqrt(r)"),
+        near_value(RSLORA_ALPHA / math.sqrt(RSLORA_R) ** 3, "divide by sqrt(r) once"),
+    ],
+    fallback_hint="rank-stabilized LoRA divides alpha by the square root of the rank",
 )
 
 register(
@@ -117,28 +77,101 @@ register(
 )
 
 
-def _adam_bytes() -> int:
-    return ADAM_FP32_BYTES * _lora_all_linear()
+# --- 03.3: a LoraConfig for the attention projections only -----------------------------------
+
+
+def _attention_config(r: int):
+    """The reference for 03.3: peft's LoraConfig on q, k, v and o, rank r, alpha 2r."""
+    from peft import LoraConfig
+
+    from ..lora import ATTENTION
+
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(ATTENTION), task_type="CAUSAL_LM")
+
+
+def _fresh_tiny_model():
+    """A copy of the course's tiny model (loaded once): peft changes the model it wraps."""
+    import copy
+
+    global _tiny_model
+    if _tiny_model is None:
+        from ..models import load_model
+
+        _tiny_model, _ = load_model(CHECK_MODEL)
+    return copy.deepcopy(_tiny_model)
+
+
+def _applied(config) -> tuple[int, set[str], int]:
+    """(trainable parameters, adapted layer names, rank) of `config` on the tiny model."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    if not isinstance(config, LoraConfig):
+        raise _Missing(f"return a peft LoraConfig, not a {type(config).__name__}")
+    model = _fresh_tiny_model()
+    with warnings.catch_warnings():  # peft reads a renamed transformers property
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model, config)
+    trainable = peft_model.get_nb_trainable_parameters()[0]
+    adapted = {
+        name.rsplit(".", 1)[-1]
+        for name, module in peft_model.named_modules()
+        if hasattr(module, "lora_A") and len(getattr(module, "lora_A", {})) > 0
+    }
+    return trainable, adapted, config.r
+
+
+def _lora_results(function) -> list[tuple[int, tuple[int, set[str], int]]]:
+    return [(r, _applied(call_answer(function, r))) for r in CHECK_RANKS]
+
+
+def _expected_count(r: int, targets) -> int:
+    from ..lora import lora_parameters
+
+    return lora_parameters(_fresh_tiny_model_config(), r, targets)
+
+
+def _fresh_tiny_model_config():
+    if _tiny_model is None:
+        _fresh_tiny_model()
+    return _tiny_model.config
+
+
+def _compare_lora(answer, expected) -> bool:
+    from ..lora import ATTENTION
+
+    for r, (trainable, adapted, _) in _lora_results(answer):
+        if adapted != set(ATTENTION) or trainable != _expected_count(r, ATTENTION):
+            return False
+    return True
+
+
+def _lora_hint(answer, expected):
+    from ..lora import ATTENTION, MLP
+
+    for r, (trainable, adapted, rank) in _lora_results(answer):
+        if rank != r:
+            return f"use the rank the function is given: asked for r={r}, the config has r={rank}"
+        if adapted >= set(MLP):
+            return "the MLP's gate_proj, up_proj and down_proj are adapted too: attention only"
+        missing = sorted(set(ATTENTION) - adapted)
+        if missing:
+            return f"{', '.join(missing)} not adapted: attention has q_proj, k_proj, v_proj, o_proj"
+        extra = sorted(adapted - set(ATTENTION))
+        if extra:
+            return f"{', '.join(extra)} adapted too: only the attention projections"
+        if trainable != _expected_count(r, ATTENTION):
+            return "the right layers, but more parameters train: leave bias='none'"
+    return None
 
 
 register(
     "03.3",
-    "Training the r=8 all-linear adapters with Adam in fp32: how many bytes for their "
-    "weights, gradients and Adam's two moments?",
-    _adam_bytes,
-    number(rel_tol=0.01),
-    hints=[
-        near_ratio(0.25, "that is the weights alone: gradients and Adam's two moments add more"),
-        near_ratio(0.5, "that is weights and gradients: Adam keeps two moments per parameter too"),
-        near_ratio(0.75, "one of the four fp32 numbers per parameter is missing"),
-        near_ratio(2.0, "that is r=16: exercise 03.1's adapters have r=8"),
-        near_ratio(8.0, "give the answer in bytes, not bits"),
-        near_ratio(1e-6, "give the answer in bytes, not megabytes"),
-        near_value(
-            2_152_240_128,
-            "that is full fine-tuning: only the adapters get gradients and optimizer states",
-            rel_tol=0.01,
-        ),
-    ],
-    fallback_hint="multiply exercise 03.1's count by the bytes each trained parameter needs",
+    "Write answer_03_3(r): a peft LoraConfig of rank r that adapts only the attention "
+    "projections (q_proj, k_proj, v_proj, o_proj) of a Llama model.",
+    lambda: _attention_config,
+    _compare_lora,
+    hints=[_lora_hint],
+    fallback_hint="LoraConfig(r=r, lora_alpha=2 * r, target_modules=[...], task_type=...)",
 )
