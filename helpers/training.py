@@ -320,7 +320,9 @@ def scored_head_blockers(trainer, model=None, inputs=None, *, return_outputs=Fal
     """
     reasons = []
     args = trainer.args
-    if not getattr(trainer, "scored_head", False):
+    if not hasattr(trainer, "scored_head"):
+        return [f"{type(trainer).__name__} is not the course's trainer (helpers.build_trainer)"]
+    if not trainer.scored_head:
         reasons.append("lm_head='trl' was asked for")
     if return_outputs:
         reasons.append("the caller asks for the logits (return_outputs=True)")

@@ -224,3 +224,15 @@ def test_importing_the_trainer_module_does_not_import_trl():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines() == ["[]", "helpers.training True"]
+
+
+def test_a_plain_transformers_trainer_is_named_not_crashed_on(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model, _ = helpers.load_model("tiny-random-smollm2", device="cpu")
+    args = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
+    trainer = Trainer(model=model, args=args)
+    assert not training.uses_scored_head(trainer)
+    assert training.scored_head_blockers(trainer) == [
+        "Trainer is not the course's trainer (helpers.build_trainer)"
+    ]
