@@ -50,6 +50,7 @@ _TRAINING = {
     "data_seed": "the same batch order on every machine",
     "eval_strategy": "evaluate during training, on held-out examples",
     "eval_steps": "how often the held-out loss is measured",
+    "eval_on_start": "measure the held-out loss once before the first step: where the curve starts",
     "do_eval": "set by transformers itself whenever eval_strategy is not 'no'",
     "report_to": "no tracking service is reachable offline",
     "fp16": "no fp16: bf16 (or fp32) is the half precision the course uses",

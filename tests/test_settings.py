@@ -17,9 +17,10 @@ CHAPTER_00 = dict(
     learning_rate=2e-3,
     eval_strategy="steps",
     eval_steps=15,
+    eval_on_start=True,
     per_device_eval_batch_size=20,
 )
-CHAPTER_00_REASONS = {"per_device_eval_batch_size": "the 40 eval examples in 2 batches"}
+CHAPTER_00_REASONS = {"per_device_eval_batch_size": "the 20 eval examples in one batch"}
 
 
 def _names(rows):
