@@ -295,7 +295,8 @@ def load_model(
     ``double_quant=False`` to keep the per-block scales in fp32 (chapter 02 compares them).
     dtype: weight dtype for the non-quantized parts; default from ``default_dtype``.
     The model is returned in eval mode, on `device` (default: ``hardware.training_device``,
-    the best device that runs the asked-for quantization).
+    the best device that runs the asked-for quantization). A 4-bit model keeps a layout
+    that can be trained through (``helpers.bnb_cpu``), also after it has generated text.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -325,6 +326,10 @@ def load_model(
         raise
     if bnb_config is None:
         model.to(device)
+    if quantization == "4bit":
+        from .bnb_cpu import keep_trainable_layout
+
+        keep_trainable_layout(model)  # else generating first breaks training on some CPUs
     if quantization == "8bit":
         from .quantization import log_once
 

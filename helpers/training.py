@@ -231,6 +231,17 @@ def build_trainer(
         )
     if peft_config is not None:
         _check_lora_fits(model, peft_config)
+    from .bnb_cpu import repacked_layers
+
+    if repacked_layers(model):
+        raise ValueError(
+            f"{repacked_layers(model)} of this model's 4-bit layers were repacked by bitsandbytes "
+            "for fast CPU inference (it does that on CPUs with AVX512-BF16 the first time the "
+            "model generates), and that layout passes no gradient: training would silently "
+            "learn nothing. Load the model with helpers.load_model(..., quantization='4bit'), "
+            "which keeps the trainable layout, or call helpers.bnb_cpu.keep_trainable_layout("
+            "model) right after loading it, before generating."
+        )
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and args.max_length and args.max_length > limit:
         raise ValueError(
