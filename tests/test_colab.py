@@ -236,7 +236,7 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
 
     chapter = {c.id: c for c in nbformat.read(colab.NOTEBOOKS / CHAPTER_01, as_version=4).cells}
     patterns = compare.load_sanitizers()
-    conversions = 0
+    conversions = graded = 0
     for cell in nb.cells:
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
         assert not errors, f"cell {cell.id}: {errors[0].ename}: {errors[0].evalue}"
@@ -251,9 +251,17 @@ def test_chapter_01_runs_in_a_simulated_colab(tmp_path, monkeypatch):
                 conversions += 1
             else:
                 outputs.append(out)
-        if compare.cell_options(cell)["check"]:
+        if cells.is_graded(cell):
+            # The Colab copy is the student copy: its exercises are not answered yet.
+            printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+            assert printed.startswith(f"Exercise {cells.exercise_id(cell)}: not answered yet"), (
+                f"cell {cell.id}: {printed!r}"
+            )
+            graded += 1
+        elif compare.cell_options(cell)["check"]:
             difference = compare.compare(outputs, chapter[cell.id].outputs, patterns)
             assert difference is None, f"cell {cell.id}: {difference}"
+    assert graded >= 2  # every exercise of the chapter ran and said so
     assert conversions == 1  # once, then the converted checkpoint is reused
 
     # The course as installed there: a copy in site-packages, no checkout around it.
