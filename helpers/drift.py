@@ -790,6 +790,7 @@ PIN_TESTS = (
     "tests/test_doctor.py::test_the_real_pins_are_all_installed_here",
     "tests/test_doctor.py::test_this_environment_is_healthy",
     "tests/test_project.py::test_installed_versions_match_the_pins",
+    "tests/test_doctor.py::test_an_installed_course_reads_its_pins_from_its_metadata",
 )
 
 
