@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 FROZEN = "#d9d9d9"
 TRAINED = "#f4a261"
@@ -45,6 +45,12 @@ def arrow(ax, start, end, *, color="black", style="-|>", lw=1.2, linestyle="-"):
             shrinkB=0,
         )
     )
+
+
+def legend(ax, entries: dict[str, str], **kwargs) -> None:
+    """A legend of coloured boxes, one per (label: colour), in the diagrams' style."""
+    handles = [Patch(facecolor=c, edgecolor="black", label=label) for label, c in entries.items()]
+    ax.legend(handles=handles, fontsize=8, frameon=False, **kwargs)
 
 
 def texts(figure) -> list[str]:

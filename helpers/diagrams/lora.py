@@ -95,7 +95,6 @@ def decoder_block(config: Mapping | Any | None = None, target_modules="all-linea
     by default). The embedding and lm_head are drawn outside the repeated block, never adapted.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     if config is None:
         from ..numbers import SMOLLM2_135M_CONFIG as config
@@ -185,15 +184,14 @@ def decoder_block(config: Mapping | Any | None = None, target_modules="all-linea
         f"{count:,} trainable parameters at r={r}",
         fontsize=10,
     )
-    ax.legend(
-        handles=[
-            Patch(facecolor=_draw.TRAINED, edgecolor="black", label="frozen + LoRA (A, B train)"),
-            Patch(facecolor=_draw.FROZEN, edgecolor="black", label="frozen, not adapted"),
-            Patch(facecolor=_draw.COMPUTE, edgecolor="black", label="no weights of its own"),
-        ],
+    _draw.legend(
+        ax,
+        {
+            "frozen + LoRA (A, B train)": _draw.TRAINED,
+            "frozen, not adapted": _draw.FROZEN,
+            "no weights of its own": _draw.COMPUTE,
+        },
         loc="lower left",
-        fontsize=8,
-        frameon=False,
     )
     fig.tight_layout()
     return fig

@@ -25,7 +25,6 @@ def qlora_flow(
     is bitsandbytes' ``bnb_4bit_compute_dtype`` and `adapter_dtype` the dtype of A and B.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     d_in, d_out = shape
     blocks = d_in * d_out // blocksize
@@ -126,16 +125,15 @@ def qlora_flow(
         f" → + LoRA in {adapter_dtype}",
         fontsize=10,
     )
-    ax.legend(
-        handles=[
-            Patch(facecolor=_draw.QUANTIZED, edgecolor="black", label="stored in 4 bits"),
-            Patch(facecolor=_draw.FROZEN, edgecolor="black", label="frozen"),
-            Patch(facecolor=_draw.TRAINED, edgecolor="black", label="trains"),
-            Patch(facecolor=_draw.COMPUTE, edgecolor="black", label="computed each pass"),
-        ],
+    _draw.legend(
+        ax,
+        {
+            "stored in 4 bits": _draw.QUANTIZED,
+            "frozen": _draw.FROZEN,
+            "trains": _draw.TRAINED,
+            "computed each pass": _draw.COMPUTE,
+        },
         loc="upper right",
-        fontsize=8,
-        frameon=False,
         ncol=2,
     )
     fig.tight_layout()
