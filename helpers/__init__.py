@@ -24,6 +24,7 @@ _EXPORTS = {
     "exact_match": "evaluation",
     "evaluate_task": "evaluation",
     "describe_hardware": "hardware",
+    "yoda_adapter": "recipes",
 }
 
 __all__ = sorted(_EXPORTS)
