@@ -8,14 +8,20 @@ Two ways to turn raw text into training examples:
   fixed-size blocks, so that no position is padding and every position is a useful token.
 
 Plus the pieces a training run needs around ``Trainer``: a callback that stops a run at a
-given step (as a crash would, to test resuming) and a reader for TensorBoard event files.
+given step (as a crash would, to test resuming), a callback that times the steps (and can
+stop a run when a time budget is spent, to compare recipes in the same wall time), the pad
+token's probability (to see a model learn to emit padding) and a reader for TensorBoard
+event files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 IGNORE_INDEX = -100
@@ -111,6 +117,83 @@ class StopAtStep(TrainerCallback):
         if state.global_step >= self.step:
             control.should_training_stop = True
         return control
+
+
+class StepTimer(TrainerCallback):
+    """Times every optimizer step; with `budget` (seconds), stops a run before it overruns it.
+
+    Only the steps are timed (not checkpoint saving, evaluation or start-up), so two runs
+    compare by their training work. With a budget the run stops after the step at which
+    one more typical step would go past it: two recipes get the same wall time, within a
+    step. ``clock`` is for tests.
+    """
+
+    def __init__(self, budget: float | None = None, clock: Callable[[], float] = time.perf_counter):
+        if budget is not None and budget <= 0:
+            raise ValueError(f"budget={budget} must be a positive number of seconds (or None).")
+        self.budget = budget
+        self.clock = clock
+        self.steps: list[float] = []
+        self._start = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """Total time spent in the steps so far."""
+        return sum(self.steps)
+
+    @property
+    def typical(self) -> float:
+        """Median step time, leaving out the first step (it warms up caches and allocators)."""
+        if not self.steps:
+            raise ValueError("no step timed yet: train with this callback first.")
+        return statistics.median(self.steps[1:] or self.steps)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = self.clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(self.clock() - self._start)
+        if self.budget is not None and self.seconds + self.typical > self.budget:
+            control.should_training_stop = True
+        return control
+
+
+@torch.no_grad()
+def pad_probabilities(model, tokenizer, texts: Sequence[str], max_length: int = 128) -> dict:
+    """Mean probability the model gives the pad token as the next token, at three places.
+
+    ``inside``: at every position inside a text (where a real token follows);
+    ``after_text``: right after the text's last token; ``after_pad``: after one pad token
+    appended to the text. A model trained on padded labels learns the last two. Each text
+    is cut to ``max_length - 1`` tokens and run on its own (no padding in the batch).
+    """
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token first.")
+    if not texts:
+        raise ValueError("texts is empty: pass at least one text.")
+    device = next(model.parameters()).device
+    inside, after_text, after_pad = [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for text in texts:
+            ids = tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]
+            logits = model(input_ids=torch.tensor([ids + [pad]], device=device)).logits[0]
+            p_pad = torch.softmax(logits.float(), dim=-1)[:, pad].tolist()
+            inside += p_pad[: len(ids) - 1]
+            after_text.append(p_pad[len(ids) - 1])
+            after_pad.append(p_pad[len(ids)])
+    finally:
+        model.train(was_training)
+    return {
+        "inside": statistics.fmean(inside) if inside else float("nan"),
+        "after_text": statistics.fmean(after_text),
+        "after_pad": statistics.fmean(after_pad),
+    }
 
 
 def logged_losses(log_history: Iterable[Mapping]) -> list[tuple[int, float]]:

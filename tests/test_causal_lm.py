@@ -11,10 +11,12 @@ from transformers import TrainerCallback
 import helpers
 from helpers.causal_lm import (
     IGNORE_INDEX,
+    StepTimer,
     StopAtStep,
     group_texts,
     logged_losses,
     mask_pad_labels,
+    pad_probabilities,
     padded_examples,
     padding_share,
     read_scalars,
@@ -176,3 +178,85 @@ def test_tensorboard_events_read_back_equal_the_logged_losses(tmp_path):
         read_scalars(tmp_path / "tb", "no/such/tag")
     with pytest.raises(FileNotFoundError, match="report_to='tensorboard'"):
         read_scalars(tmp_path / "empty")
+
+
+class _Clock:
+    """A fake clock: each step takes the next of `durations` seconds."""
+
+    def __init__(self, durations):
+        self.durations = list(durations)
+        self.now = 0.0
+        self.calls = 0
+
+    def __call__(self):
+        if self.calls % 2:  # an on_step_end reading: the step took its duration
+            self.now += self.durations.pop(0)
+        self.calls += 1
+        return self.now
+
+
+def test_step_timer_times_steps_and_stops_within_the_budget(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    model, tokenizer = helpers.load_model("tiny-random-smollm2", device="cpu")
+    data = Dataset.from_dict(group_texts(tokenize_with_eos(tokenizer, TEXTS), 16))
+    args = TrainingArguments(
+        str(tmp_path / "t"),
+        max_steps=10,
+        per_device_train_batch_size=2,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    # the first step is slow (warm-up), the next ones take 1 s. After step 1 the typical
+    # step is that first one (3 s); from step 2 on it is 1 s. With a 7.5 s budget, after
+    # step 5 (7 s spent) one more step would end at 8 s > 7.5 s: the run stops there.
+    timer = StepTimer(budget=7.5, clock=_Clock([3.0] + [1.0] * 9))
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[timer])
+    trainer.data_collator = default_data_collator
+    trainer.train()
+    assert trainer.state.global_step == 5
+    assert timer.steps == [3.0] + [1.0] * 4 and timer.seconds == 7.0 and timer.typical == 1.0
+    # without a budget it only times: every step, real durations
+    timer = StepTimer()
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=default_data_collator,
+        callbacks=[timer],
+    ).train()
+    assert len(timer.steps) == 10 and all(s > 0 for s in timer.steps)
+    with pytest.raises(ValueError, match="positive"):
+        StepTimer(budget=0)
+    with pytest.raises(ValueError, match="no step timed"):
+        _ = StepTimer().typical
+
+
+def test_pad_probabilities_by_hand(tiny):
+    """The softmax of the pad token's logit at the three places, averaged over texts."""
+    model, tokenizer = tiny
+    texts = TEXTS[:2]
+    pad = tokenizer.pad_token_id
+    inside, after_text, after_pad = [], [], []
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text)["input_ids"]
+            logits = model(input_ids=torch.tensor([ids + [pad]])).logits[0]
+            p = torch.softmax(logits.double(), -1)[:, pad]
+            inside += p[: len(ids) - 1].tolist()
+            after_text.append(p[len(ids) - 1].item())
+            after_pad.append(p[len(ids)].item())
+    got = pad_probabilities(model, tokenizer, texts)
+    assert got["inside"] == pytest.approx(sum(inside) / len(inside), rel=1e-4)
+    assert got["after_text"] == pytest.approx(sum(after_text) / 2, rel=1e-4)
+    assert got["after_pad"] == pytest.approx(sum(after_pad) / 2, rel=1e-4)
+    assert len(set(got.values())) == 3  # three different places, three different numbers
+    model.train()
+    pad_probabilities(model, tokenizer, texts[:1])
+    assert model.training  # the mode is restored
+    model.eval()
+    with pytest.raises(ValueError, match="texts is empty"):
+        pad_probabilities(model, tokenizer, [])
