@@ -344,6 +344,22 @@ def test_malloc_info_reads_glibc_heap():
     del kept
 
 
+def test_plot_process_memory_draws_parts_and_measurement():
+    from matplotlib.figure import Figure
+
+    from helpers.memory.process import plot_process_memory
+
+    estimate = memory.estimate_training_memory(SMOLLM2, batch_size=2, seq_len=64, lora_rank=16)
+    prediction = estimate.process_memory()
+    ax = Figure().add_subplot()
+    plot_process_memory({"a": (prediction, 2e9), "b": (prediction, None)}, ax=ax)
+    assert len(ax.patches) == 2 * len(prediction.parts)  # stacked parts, two bars
+    top = max(p.get_y() + p.get_height() for p in ax.patches)
+    assert math.isclose(top, prediction.predicted / 1e6)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "measured peak RSS" in labels and "runtime (Python, torch, libraries)" in labels
+
+
 def test_REAL_MODEL_predicted_rss_within_20_percent_of_fresh_processes():
     """ACCEPTANCE, REAL MODEL (SmolLM2-135M, fp32; about 50 s on one idle core).
 

@@ -67,11 +67,18 @@ optimizer step) and reports the largest, with its parts. With gradient
 accumulation, gradients from earlier micro-batches are alive during the forward
 pass too.
 
+**What the operating system sees** is more than the live tensors: the process's peak
+RSS adds the Python runtime and its libraries, and the memory that glibc's malloc keeps
+after the step frees its tensors (it raises its mmap threshold after the first large
+frees, so later tensors of up to 32 MiB come from heaps that keep freed memory for
+reuse). ``estimate.process_memory()`` predicts it (:func:`predict_process_memory`), on
+the CPU from a model measured in fresh processes, on CUDA from the allocator's documented
+behaviour; the calculator, the OOM advice and the doctor judge "fits" by it.
+
 Not modelled: trl's ``SFTTrainer`` computes the loss with a chunked output layer
 (trl ≥ 1.0) that never holds the full logits, and ``helpers.build_trainer`` runs the
 output layer on the answer positions only, so their logits terms are smaller; padded
-batches under SDPA repeat keys and values to every head (``padded=True``); CUDA's
-allocator rounds sizes up and keeps a cache (see ``torch.cuda.memory_reserved``).
+batches under SDPA repeat keys and values to every head (``padded=True``).
 Measured against ``measure_training_step`` on SmolLM2-135M (fp32, bf16 autocast,
 4-bit + LoRA, SDPA and eager, with and without checkpointing), the estimate is
 within a few percent.

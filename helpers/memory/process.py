@@ -55,6 +55,7 @@ def measure_in_fresh_process(
     *,
     quantization: str | None = None,
     steps: int = 2,
+    device: str = "cpu",
     env: dict[str, str] | None = None,
     timeout: float = 600,
     **step_settings: Any,
@@ -63,9 +64,15 @@ def measure_in_fresh_process(
 
     `step_settings` are keyword arguments of ``measure_training_step`` (batch_size,
     seq_len, lora, gradient_checkpointing, mixed_precision, ...). The child runs offline
-    with one thread unless `env` says otherwise.
+    with one thread unless `env` says otherwise, on the CPU unless `device` says otherwise.
     """
-    request = {"model": model, "quantization": quantization, "steps": steps, **step_settings}
+    request = {
+        "model": model,
+        "quantization": quantization,
+        "steps": steps,
+        "device": device,
+        **step_settings,
+    }
     child_env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -113,13 +120,10 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
 
     warnings.filterwarnings("ignore")
     rss_start = rss_bytes()
-    name, quantization, steps = (
-        request.pop("model"),
-        request.pop("quantization"),
-        request.pop("steps"),
-    )
+    name, quantization = request.pop("model"), request.pop("quantization")
+    steps, device = request.pop("steps"), request.pop("device", "cpu")
     dtype = torch.float32 if quantization is None else None
-    model, _ = models.load_model(name, quantization=quantization, dtype=dtype)
+    model, _ = models.load_model(name, quantization=quantization, dtype=dtype, device=device)
     rss_loaded = rss_bytes()
     hwm = _proc_status_bytes("VmHWM") or 0
     live, times, peaks = 0, [], []
@@ -145,6 +149,37 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
             malloc_free=None if malloc is None else malloc["free"],
         )
     )
+
+
+def plot_process_memory(rows, ax=None, title: str | None = None):
+    """Predicted process memory by part (stacked bars, with its range) and the measured peak RSS.
+
+    rows: {name: (ProcessPrediction, measured peak RSS in bytes or None)}. Returns the Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 3.6))
+    colors = ["#8c8c8c", "#4c72b0", "#dd8452", "#c9b27c", "#937860"]
+    names = list(rows)
+    for x, name in enumerate(names):
+        prediction, measured = rows[name]
+        bottom = 0.0
+        for (part, size), color in zip(prediction.parts.items(), colors, strict=False):
+            ax.bar(x, size / 1e6, bottom=bottom, width=0.55, color=color,
+                   label=part if x == 0 else None)  # fmt: skip
+            bottom += size / 1e6
+        ax.errorbar(x, prediction.predicted / 1e6, color="black", capsize=6,
+                    yerr=[[(prediction.predicted - prediction.low) / 1e6],
+                          [(prediction.high - prediction.predicted) / 1e6]])  # fmt: skip
+        if measured:
+            ax.plot([x - 0.35, x + 0.35], [measured / 1e6] * 2, color="tab:red", linewidth=2.5,
+                    label="measured peak RSS" if x == 0 else None)  # fmt: skip
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("MB")
+    ax.set_title(title or "predicted peak RSS by part (bars, with range) and measured (red)")
+    ax.legend(fontsize=7, loc="upper left")
+    return ax
 
 
 def malloc_info() -> dict[str, int] | None:
