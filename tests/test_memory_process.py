@@ -44,6 +44,7 @@ def test_plot_process_memory_draws_parts_and_measurement():
     assert "measured peak RSS" in labels and "runtime (Python, torch, libraries)" in labels
 
 
+@pytest.mark.real_model  # it loads the model in child processes, which the source scan misses
 def test_REAL_MODEL_predicted_rss_within_20_percent_of_fresh_processes():
     """ACCEPTANCE, REAL MODEL (SmolLM2-135M, fp32; about 50 s on one idle core).
 
