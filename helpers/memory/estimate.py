@@ -584,8 +584,20 @@ def _read_model(obj: Any, dtype: Any, quantization: str | None) -> tuple[str, st
 
 # --- what the operating system (or the GPU driver) sees -----------------------------------
 
-# Measured on this course's machines (Linux, glibc malloc, torch 2.13 CPU), each
-# configuration in a fresh process (``helpers.memory.process``); see chapter 05.
+# Measured on this course's machines (Linux, glibc 2.3x malloc, torch 2.13 CPU, SmolLM2 fp32),
+# each configuration in a fresh process, two steps (``helpers.memory.process``):
+#   config (r=16 LoRA unless "full")   live peak   peak RSS   RSS - runtime - live
+#   LoRA 2 x 64                           827 MB    1,458 MB        184 MB
+#   LoRA 4 x 128                        1,520 MB    2,475 MB        508 MB
+#   LoRA 8 x 256                        4,289 MB    6,659 MB      1,924 MB
+#   LoRA 4 x 128, checkpointing           935 MB    1,765 MB        383 MB
+#   full 2 x 64                         2,379 MB    2,985 MB        159 MB
+#   full 4 x 128 (MALLOC_ARENA_MAX=1)   2,605 MB    3,493 MB        441 MB
+# The runtime (RSS after importing torch, transformers, peft) was 447 MB every time. The
+# first step's peak RSS was the runtime plus the live peak plus about 60 MB; the second
+# step's added what malloc had kept from the first. With MALLOC_TRIM_THRESHOLD_=0 or
+# MALLOC_MMAP_THRESHOLD_=65536 (fixed thresholds) the last column fell to about 50 MB
+# (LoRA and full, 4 x 128), with MALLOC_ARENA_MAX=1 it barely moved.
 CPU_RUNTIME_BYTES = 450_000_000
 """RSS of Python with torch, transformers and peft imported, before a model is loaded."""
 CPU_CACHED_FRACTION = 0.5
