@@ -10,7 +10,10 @@ What it checks:
 - the device the chapters will train on (CUDA, MPS or the CPU), and native bf16;
 - that 4-bit quantization works here (a tiny bitsandbytes NF4 round trip);
 - that the base model has been converted into the course's cache;
-- offline mode (``HF_HUB_OFFLINE=1``): the course never downloads at run time.
+- offline mode (``HF_HUB_OFFLINE=1``): the course never downloads at run time;
+- memory: whether chapter 00's recipe fits this machine, judged by the memory the
+  process will need as the operating system (or the GPU driver) counts it, not by its
+  live tensors alone (``helpers.memory``'s estimator, ``process_memory``).
 """
 
 from __future__ import annotations
@@ -201,11 +204,70 @@ def check_offline(environ: Mapping[str, str] = os.environ) -> Check:
     )
 
 
+def total_memory_bytes(device: str) -> int | None:
+    """RAM of this machine (cpu, mps) or memory of the first GPU (cuda), or None if unknown."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(device: str | None = None, total_bytes: int | None = None) -> Check:
+    """Does chapter 00's recipe (4-bit + LoRA r=16, batch 4 x 128 tokens) fit here?
+
+    Compares the predicted peak memory of the process (RSS on the CPU, reserved memory
+    plus the CUDA context on CUDA) with the machine's memory; FIX when it does not fit,
+    a note when it fits only without the upper end of the prediction's range.
+    """
+    from .memory.estimate import estimate_training_memory
+    from .recipes import YODA_RECIPE
+
+    if device is None:
+        from . import hardware
+
+        device = hardware.device_name()
+    where = "cuda" if device == "cuda" else "cpu"  # mps: unified memory, counted as RAM
+    total = total_memory_bytes(where) if total_bytes is None else total_bytes
+    estimate = estimate_training_memory(
+        YODA_RECIPE["model"],
+        batch_size=YODA_RECIPE["per_device_train_batch_size"],
+        seq_len=128,
+        quantization=YODA_RECIPE["quantization"],
+        lora_rank=YODA_RECIPE["lora_r"],
+    )
+    process = estimate.process_memory(where)
+    kind = "GPU memory" if where == "cuda" else "RAM"
+    needs = f"chapter 00's recipe: {process.short()}"
+    if total is None:
+        return Check(NOTE, "memory", f"{needs}; this machine's {kind} is unknown")
+    have = f"this machine has {total / 1e9:.1f} GB of {kind}"
+    if process.high <= total:
+        return Check(OK, "memory", f"{needs}; {have}")
+    if process.predicted <= total:
+        return Check(NOTE, "memory", f"{needs}; {have}: tight, close other programs")
+    return Check(
+        FIX,
+        "memory",
+        f"{needs}; {have}: too little. Use a machine with more {kind} (Colab's free GPU), "
+        "or lower per_device_train_batch_size",
+    )
+
+
 def run_checks() -> list[Check]:
     checks = [check_python(), *check_versions()]
     if any(c.status == FIX and c.what == "torch" for c in checks) and not _has("torch"):
         return checks + [check_offline()]  # nothing else can run without torch
-    return checks + [*check_device(), check_4bit(), check_model_cache(), check_offline()]
+    return checks + [
+        *check_device(),
+        check_4bit(),
+        check_model_cache(),
+        check_offline(),
+        check_memory(),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

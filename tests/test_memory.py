@@ -262,7 +262,74 @@ def test_estimate_parts_add_up_and_follow_the_rules():
     )
     assert q4.weights < lora.weights / 2
     assert "forward/backward" in str(lora) and "predicted peak" in lora.table()
-    assert lora.fits(3) and not lora.fits(1)
+    assert lora.fits(3, quantity="live") and not lora.fits(1, quantity="live")
+    assert lora.fits(4.5) and not lora.fits(3)  # the process needs more than its tensors
+    with pytest.raises(ValueError, match="'process' or 'live'"):
+        lora.fits(3, quantity="tensors")
+
+
+# --- what the operating system sees ---------------------------------------------------------
+
+
+def test_predicted_process_memory_adds_runtime_and_allocator_to_live_tensors():
+    lora = memory.estimate_training_memory(SMOLLM2, batch_size=8, seq_len=128, lora_rank=16)
+    cpu = lora.process_memory()
+    assert cpu.device == "cpu" and "RSS" in cpu.quantity and "RSS" in cpu.short()
+    assert sum(cpu.parts.values()) == cpu.predicted
+    assert cpu.parts["live tensors (the estimate)"] == lora.total == cpu.live_tensors
+    assert cpu.low < cpu.predicted < cpu.high and lora.total < cpu.predicted
+    transient = lora.total - lora.weights - lora.optimizer_states
+    kept = cpu.parts["freed memory the allocator keeps"]
+    assert kept == int(est_module.CPU_CACHED_FRACTION * transient)
+    # a process that already holds more (a notebook with plots) is predicted higher
+    assert lora.process_memory(runtime_bytes=2_000_000_000).predicted == (
+        cpu.predicted - est_module.CPU_RUNTIME_BYTES + 2_000_000_000
+    )
+    cuda = lora.process_memory("cuda")
+    assert "CUDA context" in cuda.parts and "reserved" in cuda.quantity
+    assert sum(cuda.parts.values()) == cuda.predicted
+    assert lora.total < cuda.low < cuda.predicted < cuda.high
+    # the allocator's share grows with the activations; checkpointing shrinks both
+    lean = memory.estimate_training_memory(
+        SMOLLM2, batch_size=8, seq_len=128, lora_rank=16, gradient_checkpointing=True
+    )
+    assert lean.process_memory().parts["freed memory the allocator keeps"] < kept
+    with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
+        lora.process_memory("tpu")
+
+
+def test_calculator_says_no_when_live_tensors_fit_but_the_process_does_not(no_ipywidgets):
+    """The verdict compares the budget with the predicted process memory (RSS on a CPU)."""
+    calc = memory.MemoryCalculator(
+        budget_gb=8, batch_size=16, seq_len=512, lora_rank=16, gradient_checkpointing=True
+    )
+    assert calc.estimate.total < 8e9  # the live tensors alone would fit...
+    assert calc.process.predicted > 8e9  # ...the process does not
+    verdict = calc.verdict()
+    assert verdict.startswith("fits in 8 GB: no (predicted peak RSS ")
+    assert "live tensors 6.01 GB" in verdict
+    # on a GPU the same budget is compared with reserved memory plus the CUDA context
+    calc.set(device="cuda")
+    assert calc.verdict().startswith("fits in 8 GB: yes (predicted GPU memory (reserved")
+    assert calc.fits() == calc.estimate.fits(8, device="cuda")
+
+
+def test_doctor_memory_verdict_uses_process_memory():
+    from helpers import doctor
+
+    fine = doctor.check_memory("cpu", total_bytes=64_000_000_000)
+    assert fine.status == doctor.OK and "predicted peak RSS" in fine.message
+    estimate = memory.estimate_training_memory(
+        SMOLLM2, batch_size=4, seq_len=128, quantization="4bit", lora_rank=16
+    )
+    process = estimate.process_memory("cpu")
+    between = (estimate.total + process.predicted) // 2  # holds the tensors, not the process
+    short = doctor.check_memory("cpu", total_bytes=between)
+    assert short.status == doctor.FIX and "too little" in short.message
+    tight = doctor.check_memory("cpu", total_bytes=(process.predicted + process.high) // 2)
+    assert tight.status == doctor.NOTE
+    gpu = doctor.check_memory("cuda", total_bytes=16_000_000_000)
+    assert gpu.status == doctor.OK and "CUDA context" in gpu.message
 
 
 def test_estimate_reads_dtype_and_quantization_from_a_model(tiny):
@@ -342,9 +409,9 @@ def test_calculator_degrades_to_text_without_ipywidgets(no_ipywidgets):
     bundle = calc._repr_mimebundle_()
     assert set(bundle) == {"text/plain"}
     assert "fits in 2 GB: no" in bundle["text/plain"]
-    assert "predicted peak" in bundle["text/plain"]
-    calc.set(gradient_checkpointing=True)
-    assert "fits in 2 GB: yes" in calc.summary()
+    assert "predicted peak RSS" in bundle["text/plain"]
+    calc.set(gradient_checkpointing=True, budget_gb=3)
+    assert "fits in 3 GB: yes" in calc.summary()
     calc.set(method="full", quantization="4bit")
     assert calc.estimate is None and "no estimate" in calc.summary()
     with pytest.raises(KeyError, match="unknown settings"):
@@ -363,9 +430,11 @@ def test_calculator_widget_reacts_to_its_controls(monkeypatch):
     assert bundle["text/plain"] == calc.summary()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "fits in 2 GB: no" in calc._verdict.value
+    calc.controls["budget_gb"].value = 3
+    assert "fits in 3 GB: no" in calc._verdict.value
     calc.controls["gradient_checkpointing"].value = True  # as a click in the browser would
     assert calc.settings["gradient_checkpointing"] is True
-    assert "fits in 2 GB: yes" in calc._verdict.value
+    assert "fits in 3 GB: yes" in calc._verdict.value
     assert calc._image.value != picture
     calc.controls["method"].value = "full"
     assert calc.controls["lora_rank"].disabled
@@ -514,8 +583,18 @@ def test_explain_oom_ranks_advice_by_the_estimator():
     assert err.advice[0].change == "turn on gradient checkpointing"
     text = str(err)
     assert "DefaultCPUAllocator" in text and "1. turn on gradient checkpointing: -" in text
+    assert "Savings below are of the peak RSS" in text  # a CPU error: the process's RSS
     best = memory.estimate_training_memory(SMOLLM2, gradient_checkpointing=True, **settings)
     assert err.advice[0].estimate.total == best.total
+    base = memory.estimate_training_memory(SMOLLM2, **settings)
+    saved = base.process_memory().predicted - best.process_memory().predicted
+    assert err.advice[0].saved_bytes == saved
+    # a CUDA error is judged by GPU memory (reserved + context)
+    with pytest.raises(memory.TrainingOutOfMemory) as on_gpu:
+        with memory.explain_oom("smollm2-135m-instruct", **settings):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert "reserved + CUDA context" in str(on_gpu.value)
+    assert on_gpu.value.advice[0].device == "cuda"
 
 
 def test_oom_advice_never_trains_pure_bf16_weights():
@@ -550,7 +629,7 @@ def test_explain_oom_reads_settings_from_a_trainer(tiny, yoda, tmp_path):
         model, settings = oom.settings_from_trainer(trainer)
         assert settings["batch_size"] == 2 and settings["lora_rank"] == 4
         assert settings["seq_len"] == 64
-        with pytest.raises(memory.TrainingOutOfMemory, match="predicted peak"):
+        with pytest.raises(memory.TrainingOutOfMemory, match="predicted peak RSS"):
             with memory.explain_oom(trainer):
                 raise MemoryError()
     finally:

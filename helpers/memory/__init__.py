@@ -2,6 +2,11 @@
 
 - ``estimate``: :func:`estimate_training_memory` predicts the peak of one training step
   and its parts (weights, gradients, optimizer states, activations), before running it.
+- ``estimate`` also predicts what the operating system sees: ``estimate.process_memory()``
+  (:func:`predict_process_memory`) adds the runtime and the allocator's kept memory to the
+  live tensors (the peak RSS on a CPU; reserved memory and the CUDA context on CUDA).
+- ``process``: :func:`measure_in_fresh_process` runs a configuration in a new interpreter
+  and measures its peak RSS beside its live tensors.
 - ``measure``: :func:`measure_peak_memory`, :class:`MemoryTracker` and
   :func:`measure_training_step` measure the same quantity (live tensor bytes) on the
   CPU or a GPU, and the process's RSS.
@@ -22,6 +27,12 @@ _EXPORTS = {
     "MemoryEstimate": "estimate",
     "Shape": "estimate",
     "quantized_bytes": "estimate",
+    "predict_process_memory": "estimate",
+    "ProcessPrediction": "estimate",
+    "measure_in_fresh_process": "process",
+    "ProcessMeasurement": "process",
+    "malloc_info": "process",
+    "plot_process_memory": "process",
     "measure_peak_memory": "measure",
     "measure_training_step": "measure",
     "MemoryTracker": "measure",

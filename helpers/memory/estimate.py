@@ -67,11 +67,18 @@ optimizer step) and reports the largest, with its parts. With gradient
 accumulation, gradients from earlier micro-batches are alive during the forward
 pass too.
 
+**What the operating system sees** is more than the live tensors: the process's peak
+RSS adds the Python runtime and its libraries, and the memory that glibc's malloc keeps
+after the step frees its tensors (it raises its mmap threshold after the first large
+frees, so later tensors of up to 32 MiB come from heaps that keep freed memory for
+reuse). ``estimate.process_memory()`` predicts it (:func:`predict_process_memory`), on
+the CPU from a model measured in fresh processes, on CUDA from the allocator's documented
+behaviour; the calculator, the OOM advice and the doctor judge "fits" by it.
+
 Not modelled: trl's ``SFTTrainer`` computes the loss with a chunked output layer
 (trl ≥ 1.0) that never holds the full logits, and ``helpers.build_trainer`` runs the
 output layer on the answer positions only, so their logits terms are smaller; padded
-batches under SDPA repeat keys and values to every head (``padded=True``); CUDA's
-allocator rounds sizes up and keeps a cache (see ``torch.cuda.memory_reserved``).
+batches under SDPA repeat keys and values to every head (``padded=True``).
 Measured against ``measure_training_step`` on SmolLM2-135M (fp32, bf16 autocast,
 4-bit + LoRA, SDPA and eager, with and without checkpointing), the estimate is
 within a few percent.
@@ -230,9 +237,23 @@ class MemoryEstimate:
     trainable_parameters: int
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def fits(self, gigabytes: float) -> bool:
-        """Whether the predicted peak fits in `gigabytes` GB (10**9 bytes)."""
-        return self.total <= gigabytes * 1e9
+    def fits(self, gigabytes: float, device: str = "cpu", quantity: str = "process") -> bool:
+        """Whether the run fits in `gigabytes` GB (10**9 bytes).
+
+        quantity="process" (default) compares what the operating system or the GPU driver
+        sees (:meth:`process_memory`: RSS on the CPU, reserved memory plus the CUDA
+        context on CUDA), upper end of its uncertainty excluded; "live" compares the
+        live tensor peak (``total``) alone, which is never the whole story.
+        """
+        if quantity == "live":
+            return self.total <= gigabytes * 1e9
+        if quantity != "process":
+            raise ValueError(f"quantity={quantity!r} is not 'process' or 'live'.")
+        return self.process_memory(device).fits(gigabytes)
+
+    def process_memory(self, device: str = "cpu", runtime_bytes: int | None = None):
+        """The predicted peak memory of the whole process (:func:`predict_process_memory`)."""
+        return predict_process_memory(self, device=device, runtime_bytes=runtime_bytes)
 
     def table(self) -> str:
         """The breakdown as a text table (MB = 10**6 bytes)."""
@@ -559,3 +580,140 @@ def _read_model(obj: Any, dtype: Any, quantization: str | None) -> tuple[str, st
         elif getattr(obj, "is_loaded_in_8bit", False):
             quantization = "8bit"
     return _dtype_name(dtype), quantization
+
+
+# --- what the operating system (or the GPU driver) sees -----------------------------------
+
+# Measured on this course's machines (Linux, glibc 2.3x malloc, torch 2.13 CPU, SmolLM2 fp32),
+# each configuration in a fresh process, two steps (``helpers.memory.process``):
+#   config (r=16 LoRA unless "full")   live peak   peak RSS   RSS - runtime - live
+#   LoRA 2 x 64                           827 MB    1,458 MB        184 MB
+#   LoRA 4 x 128                        1,520 MB    2,475 MB        508 MB
+#   LoRA 8 x 256                        4,289 MB    6,659 MB      1,924 MB
+#   LoRA 4 x 128, checkpointing           935 MB    1,765 MB        383 MB
+#   full 2 x 64                         2,379 MB    2,985 MB        159 MB
+#   full 4 x 128 (MALLOC_ARENA_MAX=1)   2,605 MB    3,493 MB        441 MB
+# The runtime (RSS after importing torch, transformers, peft) was 447 MB every time. The
+# first step's peak RSS was the runtime plus the live peak plus about 60 MB; the second
+# step's added what malloc had kept from the first. With MALLOC_TRIM_THRESHOLD_=0 or
+# MALLOC_MMAP_THRESHOLD_=65536 (fixed thresholds) the last column fell to about 50 MB
+# (LoRA and full, 4 x 128), with MALLOC_ARENA_MAX=1 it barely moved.
+CPU_RUNTIME_BYTES = 450_000_000
+"""RSS of Python with torch, transformers and peft imported, before a model is loaded."""
+CPU_CACHED_FRACTION = 0.5
+"""Freed bytes the C allocator keeps, per byte of a step's transient tensors (glibc)."""
+CPU_FIXED_OVERHEAD_BYTES = 100_000_000
+"""First-step one-time allocations: oneDNN/BLAS workspaces, autograd's graph, thread pools."""
+CPU_TOLERANCE = 0.20
+"""Stated uncertainty of the CPU prediction (measured peaks fell within it)."""
+
+CUDA_CONTEXT_BYTES = (300_000_000, 500_000_000, 1_000_000_000)
+"""(low, typical, high) CUDA context, kernels and cuBLAS workspace; varies with GPU and driver."""
+CUDA_CACHED_FRACTION = (0.0, 0.10, 0.30)
+"""(low, typical, high) reserved-but-unallocated memory, per byte of the allocated peak."""
+
+
+@dataclass(frozen=True)
+class ProcessPrediction:
+    """A predicted peak of the memory the operating system or the GPU driver counts.
+
+    ``predicted`` is the central value and ``low``/``high`` its stated uncertainty, in
+    bytes; ``parts`` add up to ``predicted``; ``quantity`` says what is compared.
+    """
+
+    device: str
+    quantity: str
+    predicted: int
+    low: int
+    high: int
+    parts: dict[str, int]
+    live_tensors: int
+
+    def fits(self, gigabytes: float) -> bool:
+        """Whether the central prediction fits in `gigabytes` GB (10**9 bytes)."""
+        return self.predicted <= gigabytes * 1e9
+
+    @property
+    def label(self) -> str:
+        """What is compared, in a few words (for verdict lines)."""
+        if self.device == "cpu":
+            return "predicted peak RSS"
+        return "predicted GPU memory (reserved + CUDA context)"
+
+    def short(self) -> str:
+        """'predicted peak RSS 2.53 GB (2.03 to 3.04)': the value and its stated range."""
+        return (
+            f"{self.label} {self.predicted / 1e9:.2f} GB "
+            f"(range {self.low / 1e9:.2f} to {self.high / 1e9:.2f})"
+        )
+
+    def __str__(self) -> str:
+        rows = [
+            f"{self.quantity}: {self.predicted / 1e9:.2f} GB "
+            f"({self.low / 1e9:.2f} to {self.high / 1e9:.2f} GB)"
+        ]
+        rows += [f"  {name:<44}{size / 1e6:>10,.0f} MB" for name, size in self.parts.items()]
+        return "\n".join(rows)
+
+
+def predict_process_memory(
+    estimate: MemoryEstimate, device: str = "cpu", runtime_bytes: int | None = None
+) -> ProcessPrediction:
+    """The peak memory the OS (CPU: RSS) or the driver (CUDA) will see for this estimate.
+
+    **CPU**: the runtime (Python and its libraries, ``runtime_bytes``, default
+    ``CPU_RUNTIME_BYTES``), plus the live tensor peak, plus what the C allocator keeps
+    of the step's freed tensors: glibc's malloc raises its mmap threshold (up to 32 MiB)
+    after the first large frees, so later tensors below it come from heaps that keep
+    freed memory and fragment, a fraction ``CPU_CACHED_FRACTION`` of the transient bytes
+    (activations and gradients, everything above weights and optimizer states); plus a
+    fixed first-step overhead. ±``CPU_TOLERANCE``.
+
+    **CUDA**: PyTorch's caching allocator rounds every block up (512 bytes; 2 MiB
+    segments, 20 MiB for blocks of 1-10 MiB) and keeps freed blocks for reuse, so the
+    reserved peak (``torch.cuda.max_memory_reserved``) exceeds the allocated peak
+    (``estimate.total``) by ``CUDA_CACHED_FRACTION``; ``nvidia-smi`` adds the CUDA context
+    (``CUDA_CONTEXT_BYTES``). These are documented facts, not measured here: the range
+    is wide on purpose. (On the GPU the runtime's host memory is RAM, not GPU memory.)
+    """
+    live = estimate.total
+    if device == "cpu":
+        runtime = CPU_RUNTIME_BYTES if runtime_bytes is None else int(runtime_bytes)
+        steady = estimate.weights + estimate.optimizer_states
+        cached = int(CPU_CACHED_FRACTION * max(live - steady, 0))
+        parts = {
+            "runtime (Python, torch, libraries)": runtime,
+            "live tensors (the estimate)": live,
+            "freed memory the allocator keeps": cached,
+            "first-step one-time allocations": CPU_FIXED_OVERHEAD_BYTES,
+        }
+        predicted = sum(parts.values())
+        return ProcessPrediction(
+            device="cpu",
+            quantity="predicted peak RSS of the process",
+            predicted=predicted,
+            low=int(predicted * (1 - CPU_TOLERANCE)),
+            high=int(predicted * (1 + CPU_TOLERANCE)),
+            parts=parts,
+            live_tensors=live,
+        )
+    if device == "cuda":
+        low_f, mid_f, high_f = CUDA_CACHED_FRACTION
+        low_c, mid_c, high_c = CUDA_CONTEXT_BYTES
+        round_to = 2 * 1024 * 1024
+        rounded = -(-live // round_to) * round_to
+        parts = {
+            "live tensors (the estimate)": live,
+            "allocator rounding and cache": rounded - live + int(mid_f * live),
+            "CUDA context": mid_c,
+        }
+        return ProcessPrediction(
+            device="cuda",
+            quantity="predicted peak reserved GPU memory plus the CUDA context",
+            predicted=sum(parts.values()),
+            low=rounded + int(low_f * live) + low_c,
+            high=rounded + int(high_f * live) + high_c,
+            parts=parts,
+            live_tensors=live,
+        )
+    raise ValueError(f"device={device!r} is not 'cpu' or 'cuda'.")

@@ -13,6 +13,11 @@ for example::
       1. turn on gradient checkpointing: -5.32 GB (predicted peak 4.39 GB)
       2. halve the batch size to 4 and accumulate 2 micro-batches: -2.66 GB ...
 
+Savings and peaks are those of the memory the process needs as the operating system (or,
+on CUDA, the GPU driver) counts it, ``MemoryEstimate.process_memory``: what runs out is
+that, not the live tensors alone. The device is CUDA for ``torch.OutOfMemoryError``, else
+the CPU.
+
 It recognises CUDA's ``torch.OutOfMemoryError`` and the CPU's failures to allocate
 (a ``RuntimeError`` from PyTorch's ``DefaultCPUAllocator``, "can't allocate memory",
 or Python's ``MemoryError``); any other error passes through untouched.
@@ -54,27 +59,30 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Advice:
-    """One change, and what the estimator says it saves."""
+    """One change, and what the estimator says it saves of the process's memory on `device`."""
 
     change: str
     saved_bytes: int
     estimate: MemoryEstimate
     note: str = ""
+    device: str = "cpu"
 
     def __str__(self) -> str:
         note = f"; {self.note}" if self.note else ""
+        process = self.estimate.process_memory(self.device)
         return (
             f"{self.change}: -{self.saved_bytes / 1e9:.2f} GB "
-            f"(predicted peak {self.estimate.total / 1e9:.2f} GB{note})"
+            f"({process.label} {process.predicted / 1e9:.2f} GB{note})"
         )
 
 
-def advise(model_or_config: Any, **settings: Any) -> list[Advice]:
-    """Changes that lower the predicted peak of these settings, largest saving first.
+def advise(model_or_config: Any, device: str = "cpu", **settings: Any) -> list[Advice]:
+    """Changes that lower the predicted process memory on `device`, largest saving first.
 
     `settings` are the keyword arguments of ``estimate_training_memory``.
     """
     base = estimate_training_memory(model_or_config, **settings)
+    base_bytes = base.process_memory(device).predicted
     s = dict(base.settings)
     s.pop("moment", None)
     candidates: list[tuple[str, dict[str, Any], str]] = []
@@ -149,9 +157,9 @@ def advise(model_or_config: Any, **settings: Any) -> list[Advice]:
             new = estimate_training_memory(model_or_config, **{**s, **update})
         except ValueError:
             continue
-        saved = base.total - new.total
+        saved = base_bytes - new.process_memory(device).predicted
         if saved > 0:
-            advice.append(Advice(change, saved, new, note))
+            advice.append(Advice(change, saved, new, note, device))
     advice.sort(key=lambda a: -a.saved_bytes)
     return advice
 
@@ -192,21 +200,36 @@ def settings_from_trainer(trainer) -> tuple[Any, dict[str, Any]]:
     return base, settings
 
 
+def error_device(error: BaseException) -> str:
+    """ "cuda" for CUDA's out-of-memory error, else "cpu"."""
+    try:
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            return "cuda"
+    except (ImportError, AttributeError):
+        pass
+    return "cuda" if "cuda" in str(error).lower() else "cpu"
+
+
 def explain(error: BaseException, model_or_config: Any, **settings: Any) -> TrainingOutOfMemory:
     """The advice-carrying error for `error` (not raised; see :func:`explain_oom`)."""
+    device = error_device(error)
     estimate = None
     advice: list[Advice] = []
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
     lines = [f"out of memory: {first_line}"]
     try:
         estimate = estimate_training_memory(model_or_config, **settings)
-        advice = advise(model_or_config, **settings)
+        advice = advise(model_or_config, device=device, **settings)
     except (ValueError, TypeError, AttributeError) as why:
         lines.append(f"(no estimate for these settings: {why})")
     if estimate is not None:
+        process = estimate.process_memory(device)
+        lines.append(f"these settings: {estimate.describe()}.")
         lines.append(
-            f"predicted peak for these settings: {estimate.total / 1e9:.2f} GB "
-            f"({estimate.describe()})."
+            f"{process.short()}; live tensors {estimate.total / 1e9:.2f} GB. "
+            f"Savings below are of the {process.label.removeprefix('predicted ')}."
         )
     if advice:
         lines.append("What would help, largest saving first:")

@@ -34,8 +34,13 @@ gradient_checkpointing     "gradient checkpointing"  on / off
 mixed_precision            "mixed precision"      none, bf16, fp16
 attn_implementation        "attention"            sdpa, eager
 optimizer                  "optimizer"            adamw, sgd
+device                     "device"               cpu (RAM), cuda (GPU memory)
 budget_gb                  "memory (GB)"          0.5 to 1024
 ========================  =====================  ==================================
+
+The verdict compares the budget with the predicted memory of the whole process, not the
+live tensors: the peak RSS on the CPU, reserved GPU memory plus the CUDA context on CUDA
+(``MemoryEstimate.process_memory``), and says so.
 
 The picture is the ``Image`` with class ``memory-calculator-chart``; the verdict line
 ("fits in 8 GB: yes") is the HTML with class ``memory-calculator-verdict``.
@@ -63,6 +68,7 @@ LABELS = {
     "mixed_precision": "mixed precision",
     "attn_implementation": "attention",
     "optimizer": "optimizer",
+    "device": "device",
     "budget_gb": "memory (GB)",
 }
 """The calculator's control labels (stable: browser tests and the chapter rely on them)."""
@@ -125,6 +131,7 @@ class MemoryCalculator:
         mixed_precision: str | None = None,
         attn_implementation: str = "sdpa",
         optimizer: str = "adamw",
+        device: str = "cpu",
     ):
         self.model_or_config = model_or_config
         self.settings: dict[str, Any] = {
@@ -138,6 +145,7 @@ class MemoryCalculator:
             "mixed_precision": mixed_precision,
             "attn_implementation": attn_implementation,
             "optimizer": optimizer,
+            "device": device,
             "budget_gb": float(budget_gb),
         }
         self.estimate: MemoryEstimate | None = None
@@ -183,14 +191,30 @@ class MemoryCalculator:
         self._refresh()
         return self
 
+    @property
+    def process(self):
+        """The predicted process memory (RSS or GPU memory) of the current settings, or None."""
+        if self.estimate is None:
+            return None
+        return self.estimate.process_memory(self.settings["device"])
+
+    def fits(self) -> bool:
+        """Whether the predicted process memory fits the budget (False without an estimate)."""
+        return self.process is not None and self.process.fits(self.settings["budget_gb"])
+
     def verdict(self) -> str:
-        """'fits in 8 GB: yes' (or no), or why there is no estimate."""
+        """'fits in 8 GB: yes (predicted peak RSS ...; live tensors ...)', or why not known.
+
+        The answer compares the budget with the predicted memory of the process, which is
+        what an out-of-memory kill or error depends on; the live tensors are shown beside it.
+        """
         budget = self.settings["budget_gb"]
         if self.estimate is None:
             return f"no estimate: {self.message}"
-        answer = "yes" if self.estimate.fits(budget) else "no"
+        answer = "yes" if self.fits() else "no"
         return (
-            f"fits in {budget:g} GB: {answer} (predicted peak {self.estimate.total / 1e9:.2f} GB)"
+            f"fits in {budget:g} GB: {answer} ({self.process.short()}; "
+            f"live tensors {self.estimate.total / 1e9:.2f} GB)"
         )
 
     def summary(self) -> str:
@@ -202,12 +226,14 @@ class MemoryCalculator:
             f"quantization {s['quantization'] or 'none'}, {method}, "
             f"checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
             f"mixed precision {s['mixed_precision'] or 'none'}, {s['attn_implementation']}, "
-            f"{s['optimizer']}; {self.verdict()})"
+            f"{s['optimizer']}, {s['device']}; {self.verdict()})"
         )
 
     def text(self) -> str:
         """The full text version: summary, then the estimate's table."""
-        body = self.estimate.table() if self.estimate is not None else self.message
+        body = self.message
+        if self.estimate is not None:
+            body = f"{self.estimate.table()}\n{self.process}"
         return f"{self.summary()}\n{body}"
 
     def __repr__(self) -> str:
@@ -232,10 +258,23 @@ class MemoryCalculator:
             ax.set_axis_off()
         else:
             self.estimate.plot(ax)
+            process = self.process
+            ax.axhspan(process.low / 1e6, process.high / 1e6, color="tab:purple", alpha=0.15)
             ax.axhline(
-                self.settings["budget_gb"] * 1e3, color="tab:red", linestyle=":", linewidth=1.5
+                process.predicted / 1e6,
+                color="tab:purple",
+                linewidth=1.5,
+                label=process.label.removeprefix("predicted "),
             )
-            top = max(self.estimate.total, self.settings["budget_gb"] * 1e9) / 1e6
+            ax.axhline(
+                self.settings["budget_gb"] * 1e3,
+                color="tab:red",
+                linestyle=":",
+                linewidth=1.5,
+                label="budget",
+            )
+            ax.legend(fontsize=7, loc="upper right")
+            top = max(process.high, self.settings["budget_gb"] * 1e9) / 1e6
             ax.set_ylim(0, top * 1.12)
         figure.tight_layout()
         return _png(figure)
@@ -264,6 +303,7 @@ class MemoryCalculator:
                 options=["sdpa", "eager"], value=s["attn_implementation"]
             ),
             "optimizer": w.Dropdown(options=["adamw", "sgd"], value=s["optimizer"]),
+            "device": w.Dropdown(options=["cpu", "cuda"], value=s["device"]),
             "budget_gb": w.BoundedFloatText(value=s["budget_gb"], min=0.5, max=1024, step=0.5),
         }
         for key, control in c.items():
@@ -308,12 +348,14 @@ class MemoryCalculator:
         self._table.value = self._table_html()
 
     def _verdict_html(self) -> str:
-        ok = self.estimate is not None and self.estimate.fits(self.settings["budget_gb"])
+        ok = self.fits()
         color = "#2a7a2a" if ok else "#b22222"
         return f"<b style='color:{color}'>{_escape(self.verdict())}</b>"
 
     def _table_html(self) -> str:
-        body = self.estimate.table() if self.estimate is not None else self.message
+        body = self.message
+        if self.estimate is not None:
+            body = f"{self.estimate.table()}\n{self.process}"
         return f"<pre style='font-size:12px;line-height:1.25'>{_escape(body)}</pre>"
 
 

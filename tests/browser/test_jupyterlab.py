@@ -93,8 +93,13 @@ def expected_verdict(settings: dict) -> str:
         optimizer=settings["optimizer"],
     )
     budget = settings["budget_gb"]
-    answer = "yes" if estimate.fits(budget) else "no"
-    return f"fits in {budget:g} GB: {answer} (predicted peak {estimate.total / 1e9:.2f} GB)"
+    # the verdict compares the budget with the predicted process memory (RSS on a CPU)
+    process = estimate.process_memory(settings.get("device", "cpu"))
+    answer = "yes" if process.predicted <= budget * 1e9 else "no"
+    return (
+        f"fits in {budget:g} GB: {answer} ({process.short()}; "
+        f"live tensors {estimate.total / 1e9:.2f} GB)"
+    )
 
 
 def test_calculator_settings_are_read_from_the_chapter():
