@@ -259,3 +259,51 @@ def multinode_commands(nnodes: int = 2, nproc_per_node: int = 8, host: str = "10
         f"    {job}",
     ]
     return "\n".join(lines)
+
+
+def shown(cmd: list[str]) -> str:
+    """`cmd` as a learner would type it: the launcher by name, the chosen free port hidden."""
+    words = [Path(cmd[0]).name if i == 0 else w for i, w in enumerate(cmd)]
+    if "--main_process_port" in words:
+        words[words.index("--main_process_port") + 1] = "<free port>"
+    if Path(cmd[0]).name.startswith("python"):
+        words[0] = "python"
+    return " ".join(words)
+
+
+def support() -> tuple[bool, str]:
+    """(whether this machine can run 2-process CPU jobs, why not / what it uses)."""
+    try:
+        import torch.distributed as dist
+    except ImportError as err:  # pragma: no cover - torch always ships it on Linux/macOS
+        return False, f"torch.distributed cannot be imported ({err})"
+    if not dist.is_available():
+        return False, "this torch build has no torch.distributed (install the official wheel)"
+    if not dist.is_gloo_available():
+        return False, "this torch build has no gloo backend, which CPU processes talk through"
+    return True, "torch.distributed with the gloo backend"
+
+
+def deepspeed_config(
+    stage: int = 2, offload_optimizer: bool = False, offload_params: bool = False
+) -> dict:
+    """A DeepSpeed ZeRO config for ``TrainingArguments(deepspeed=...)`` (shown, not run here).
+
+    ``"auto"`` values are filled in by transformers from the ``TrainingArguments``, so the
+    batch size, accumulation and precision are set in one place.
+    """
+    from .memory.sharding import _check
+
+    _check(1, stage, offload_optimizer, offload_params)
+    zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+    }

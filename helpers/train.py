@@ -29,8 +29,13 @@ import traceback
 from pathlib import Path
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the job (a fixed help width: the same text in every terminal)."""
+    p = argparse.ArgumentParser(
+        prog="python -m helpers.train",
+        description=__doc__.split("\n")[0],
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
+    )
     p.add_argument("--model", default="smollm2-135m-instruct", help="a course model name")
     p.add_argument("--quantization", default=None, choices=[None, "4bit", "8bit"])
     p.add_argument("--steps", type=int, default=10, help="optimizer steps")
@@ -45,7 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fail-on-rank", type=int, default=None, help="(tests) this rank raises")
     p.add_argument("--hang-on-rank", type=int, default=None, help="(tests) this rank hangs")
     p.add_argument("--out", required=True, help="the JSON file rank 0 writes")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def rank() -> int:

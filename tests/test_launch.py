@@ -136,3 +136,26 @@ def test_fsdp2_on_two_processes_halves_what_each_rank_holds(tmp_path):
         assert rank["gradients"] == rank["parameters"]
         assert rank["optimizer_states"] == 2 * rank["parameters"]  # AdamW's two averages
     assert sum(r["parameters"] for r in record["ranks"]) == full
+
+
+def test_shown_commands_hide_the_machine_specific_parts(tmp_path):
+    config = tmp_path / "a.yaml"
+    cmd = launch.command("accelerate", ["--steps", "2"], 2, config_file=config, port=1234)
+    text = launch.shown(cmd)
+    assert text.startswith("accelerate launch --config_file")
+    assert "1234" not in text and "<free port>" in text
+    assert launch.shown(launch.command("python", [], 1)) == "python -m helpers.train"
+
+
+def test_deepspeed_config_follows_the_stage_and_refuses_nonsense():
+    three = launch.deepspeed_config(3, offload_optimizer=True, offload_params=True)
+    assert three["zero_optimization"]["stage"] == 3
+    assert three["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert "offload_optimizer" not in launch.deepspeed_config(2)["zero_optimization"]
+    with pytest.raises(ValueError, match="needs ZeRO stage 3"):
+        launch.deepspeed_config(2, offload_params=True)
+
+
+def test_this_machine_supports_cpu_process_groups():
+    ok, why = launch.support()
+    assert ok, why
