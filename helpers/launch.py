@@ -55,12 +55,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _bin(name: str) -> str:
-    """The launcher installed next to this Python (the course's venv), else on PATH."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
 def accelerate_config(num_processes: int = 2, mixed_precision: str = "no") -> dict:
     """The ``accelerate launch`` config for `num_processes` processes on this machine.
 
@@ -108,15 +102,20 @@ def command(
         if nproc != 1:
             raise ValueError("launcher='python' starts one process: use nproc=1 or torchrun.")
         return [sys.executable, "-m", module, *job]
+    # the launchers run as modules of this very Python: ``torchrun`` is
+    # ``python -m torch.distributed.run``, ``accelerate launch`` is
+    # ``python -m accelerate.commands.launch`` (no PATH lookup, no other environment)
     if launcher == "torchrun":
-        return [_bin("torchrun"), "--standalone", f"--nproc_per_node={nproc}", "-m", module, *job]
+        run = [sys.executable, "-m", "torch.distributed.run"]
+        return [*run, "--standalone", f"--nproc_per_node={nproc}", "-m", module, *job]
     if launcher == "accelerate":
         if config_file is None:
             raise ValueError("accelerate launch needs a config file: write_accelerate_config().")
         port = port or free_port()
         return [
-            _bin("accelerate"),
-            "launch",
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
             "--config_file",
             str(config_file),
             "--num_processes",
@@ -261,14 +260,21 @@ def multinode_commands(nnodes: int = 2, nproc_per_node: int = 8, host: str = "10
     return "\n".join(lines)
 
 
+SHORT_NAMES = {
+    "-m torch.distributed.run": "torchrun",
+    "-m accelerate.commands.launch": "accelerate launch",
+}
+
+
 def shown(cmd: list[str]) -> str:
     """`cmd` as a learner would type it: the launcher by name, the chosen free port hidden."""
-    words = [Path(cmd[0]).name if i == 0 else w for i, w in enumerate(cmd)]
+    words = ["python", *cmd[1:]]
     if "--main_process_port" in words:
         words[words.index("--main_process_port") + 1] = "<free port>"
-    if Path(cmd[0]).name.startswith("python"):
-        words[0] = "python"
-    return " ".join(words)
+    text = " ".join(words)
+    for module, name in SHORT_NAMES.items():
+        text = text.replace(f"python {module}", name, 1)
+    return text
 
 
 def support() -> tuple[bool, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -13,18 +14,19 @@ from helpers import launch
 TINY = {"model": "tiny-random-smollm2", "max_length": 64, "bf16": "no", "lr": 2e-3}
 TOLERANCE = 1e-4
 """Equivalence, fp32: the loss of every step of the 2-process and 1-process runs (losses
-of about 10.8) agree within this; they differ by float summation order only (measured
-differences are around 1e-6)."""
+of about 10.8) agree within this; with the same examples in every step they differ only
+by the order of floating-point sums (and by which of the two equal losses ran)."""
 
 
 def test_commands_name_the_launcher_and_the_process_count(tmp_path):
     job = ["--steps", "2"]
     torchrun = launch.command("torchrun", job, 2)
-    assert torchrun[0].endswith("torchrun")
-    assert torchrun[1:] == ["--standalone", "--nproc_per_node=2", "-m", "helpers.train", *job]
+    assert torchrun[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert torchrun[3:] == ["--standalone", "--nproc_per_node=2", "-m", "helpers.train", *job]
+    assert launch.shown(torchrun).startswith("torchrun --standalone --nproc_per_node=2 -m")
     config = launch.write_accelerate_config(tmp_path / "accelerate.yaml", 2)
     accelerate = launch.command("accelerate", job, 2, config_file=config, port=29999)
-    assert accelerate[1:4] == ["launch", "--config_file", str(config)]
+    assert accelerate[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(config)]
     assert accelerate[accelerate.index("--num_processes") + 1] == "2"
     assert accelerate[accelerate.index("--main_process_port") + 1] == "29999"
     with pytest.raises(ValueError, match="config file"):
