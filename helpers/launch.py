@@ -313,3 +313,18 @@ def deepspeed_config(
         "bf16": {"enabled": "auto"},
         "zero_optimization": zero,
     }
+
+
+def deepspeed_status() -> str:
+    """One line: whether DeepSpeed is installed here (found without importing it).
+
+    It is kept out of the course's environment: it compiles a C++ helper on its first
+    start (minutes) and, once installed, makes every ``Trainer`` import slower.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("deepspeed")
+    except PackageNotFoundError:
+        return "DeepSpeed is not installed here: the run is skipped (the text above says why)."
+    return f"DeepSpeed {found} is installed: TrainingArguments(deepspeed=config) will use it."

@@ -161,3 +161,15 @@ def test_deepspeed_config_follows_the_stage_and_refuses_nonsense():
 def test_this_machine_supports_cpu_process_groups():
     ok, why = launch.support()
     assert ok, why
+
+
+def test_deepspeed_status_says_what_it_found(monkeypatch):
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert launch.deepspeed_status().startswith("DeepSpeed is not installed here")
+    monkeypatch.setattr(metadata, "version", lambda name: "0.19.8")
+    assert launch.deepspeed_status().startswith("DeepSpeed 0.19.8 is installed")
