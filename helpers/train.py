@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),
     )
     p.add_argument("--model", default="smollm2-135m-instruct", help="a course model name")
-    p.add_argument("--quantization", default=None, choices=[None, "4bit", "8bit"])
+    p.add_argument(
+        "--quantization", choices=["4bit", "8bit"], help="quantize the base (default: fp32)"
+    )
     p.add_argument("--steps", type=int, default=10, help="optimizer steps")
     p.add_argument("--batch", type=int, default=4, help="examples per process per micro-batch")
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step")
