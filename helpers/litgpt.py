@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -293,3 +294,57 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- measuring
+def read_losses(out_dir: str | Path) -> list[tuple[int, float]]:
+    """(step, training loss) from the CSV log ``litgpt finetune_lora --logger_name csv``
+    writes under OUT_DIR/logs/csv/version_*/metrics.csv (the newest version)."""
+    import csv
+
+    logs = sorted(Path(out_dir).glob("logs/csv/version_*/metrics.csv"))
+    if not logs:
+        raise FileNotFoundError(
+            f"no metrics.csv under {out_dir}/logs/csv: run finetune_lora with --logger_name csv"
+        )
+    losses = {}
+    with open(logs[-1], encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("loss") and row.get("step"):
+                losses[int(float(row["step"]))] = float(row["loss"])
+    return sorted(losses.items())
+
+
+def throughput(stdout: str) -> dict[str, float]:
+    """The token counts and training time ``litgpt finetune_lora`` prints at its end."""
+    patterns = {
+        "tokens_with_prompt": r"Tokens w/ Prompt\s*:\s*([\d,]+)",
+        "tokens_with_padding": r"Total Tokens \(w/ Padding\)\s*:\s*([\d,]+)",
+        "training_seconds": r"Training Time\s*:\s*([\d.]+)\s*s",
+    }
+    found = {}
+    for key, pattern in patterns.items():
+        match = re.search(pattern, stdout)
+        if not match:
+            raise ValueError(f"finetune_lora's summary has no {key!r}: did the run finish?")
+        found[key] = float(match.group(1).replace(",", ""))
+    return found
+
+
+def answer_of(generated: str) -> str:
+    """The assistant's answer in what ``litgpt generate`` prints: the whole text, prompt
+    first, decoded without special tokens ("system\n...user\n...assistant\nANSWER")."""
+    marker = "<|im_start|>assistant\n" if "<|im_start|>" in generated else "assistant\n"
+    text = generated.rsplit(marker, 1)[-1]
+    return text.split("<|im_end|>", 1)[0].strip()
+
+
+def peak_rss_mb(function, *args, **kwargs):
+    """(result, peak resident memory in MB of this process while `function` ran); the
+    peak is None where Linux's counter cannot be reset (then it would include the past)."""
+    from .memory.measure import _proc_status_bytes, _reset_peak_rss
+
+    reset = _reset_peak_rss()
+    result = function(*args, **kwargs)
+    peak = _proc_status_bytes("VmHWM") if reset else None
+    return result, (peak / 2**20 if peak else None)

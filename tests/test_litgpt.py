@@ -195,3 +195,58 @@ def test_load_converted_refuses_a_checkpoint_of_another_shape(tiny_lit, tmp_path
     torch.save({"model.embed_tokens.weight": torch.zeros(3, 3)}, tmp_path / "model.pth")
     with pytest.raises((RuntimeError,), match="does not fit|size mismatch"):
         litgpt.load_converted(hf, tmp_path / "model.pth")
+
+
+# ---------------------------------------------------------------- measuring and pictures
+def test_read_losses_takes_the_newest_csv_log(tmp_path):
+    for version, loss in ((0, 9.0), (1, 2.5)):
+        folder = tmp_path / f"logs/csv/version_{version}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(
+            f"epoch,iter,loss,step\n1,1,{loss},1\n1,2,,2\n1,3,{loss / 2},3\n"
+        )
+    assert litgpt.read_losses(tmp_path) == [(1, 2.5), (3, 1.25)]
+    with pytest.raises(FileNotFoundError, match="logger_name csv"):
+        litgpt.read_losses(tmp_path / "empty")
+
+
+def test_throughput_and_answers_are_read_from_litgpt_output():
+    summary = (
+        "| - Input Tokens              :    595\n| - Tokens w/ Prompt          :   1,299\n"
+        "| - Total Tokens (w/ Padding) :   1532\n| - Training Time             :  45.81 s\n"
+    )
+    assert litgpt.throughput(summary) == {
+        "tokens_with_prompt": 1299.0,
+        "tokens_with_padding": 1532.0,
+        "training_seconds": 45.81,
+    }
+    with pytest.raises(ValueError, match="did the run finish"):
+        litgpt.throughput("Epoch 1 | iter 1")
+    printed = litgpt.chatml_prompt("Hi.", "Be brief.") + "Hello, I am.<|im_end|>"
+    assert litgpt.answer_of(printed) == "Hello, I am."
+    plain = "system\nBe brief.\nuser\nHi.\nassistant\nThe capital is Paris.\n"
+    assert litgpt.answer_of(plain) == "The capital is Paris."
+
+
+def test_peak_rss_sees_a_large_allocation():
+    def allocate():
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        return float(block.sum())
+
+    result, peak = litgpt.peak_rss_mb(allocate)
+    assert result == 64 * 2**20 // 4
+    if peak is not None:  # Linux
+        assert peak > 64
+
+
+def test_round_trip_diagram_names_every_command():
+    import matplotlib.pyplot as plt
+
+    from helpers.diagrams import _draw
+    from helpers.diagrams.litgpt import round_trip
+
+    fig = round_trip()
+    drawn = "\n".join(_draw.texts(fig))
+    for command in ("convert_to_litgpt", "finetune_lora", "convert_from_litgpt"):
+        assert command in drawn
+    plt.close(fig)
