@@ -62,6 +62,60 @@ def _require() -> Path:
     return venv_dir() / "bin"
 
 
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def environment_pins() -> list[str]:
+    """The ``# litgpt-venv:`` pins: from this checkout's requirements.txt, or (an installed
+    course, as in Colab) from the same file in the course's repository."""
+    from . import pins
+
+    found = pins.litgpt_venv_packages()
+    if found:
+        return found
+    import urllib.request
+
+    from .colab import BRANCH, REPOSITORY
+
+    github = REPOSITORY.removeprefix("https://github.com/")
+    url = f"https://raw.githubusercontent.com/{github}/{BRANCH}/requirements.txt"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "requirements.txt"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            path.write_bytes(response.read())
+        found = pins.litgpt_venv_packages(path)
+    if not found:
+        raise LitGPTMissing(f"no `# litgpt-venv:` pins in {url}: {BUILD_HINT} from a clone")
+    return found
+
+
+def ensure_environment() -> Path:
+    """LitGPT's environment, built first if it is missing (what ``make litgpt`` does:
+    a venv, torch from its pin, then the other pins). Without a checkout (Colab) torch
+    comes from PyTorch's CPU index: the chapter runs LitGPT on the CPU, and the default
+    Linux wheel is a CUDA build of several GB. Returns the environment's folder."""
+    if available():
+        return venv_dir()
+    packages = environment_pins()
+    torch_pin = [p for p in packages if p.startswith("torch==")]
+    index = [] if repo_root() else ["--index-url", CPU_TORCH_INDEX]
+    folder = venv_dir()
+    python = str(folder / "bin" / "python")
+    steps = [
+        [sys.executable, "-m", "venv", str(folder)],
+        [python, "-m", "pip", "install", "--quiet", *index, *torch_pin],
+        [python, "-m", "pip", "install", "--quiet", *packages],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise LitGPTMissing(
+                f"building LitGPT's environment failed at `{shlex.join(step)}`:\n"
+                f"{done.stderr.strip()[-2000:]}\n{BUILD_HINT}"
+            )
+    return folder
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     root = repo_root()

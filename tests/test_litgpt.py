@@ -250,3 +250,23 @@ def test_round_trip_diagram_names_every_command():
     for command in ("convert_to_litgpt", "finetune_lora", "convert_from_litgpt"):
         assert command in drawn
     plt.close(fig)
+
+
+def test_ensure_environment_builds_from_the_pins_and_names_a_failure(tmp_path, monkeypatch):
+    assert litgpt.environment_pins() == pins.litgpt_venv_packages()
+    calls = []
+
+    def failing(step, **kwargs):
+        calls.append(step)
+        return subprocess.CompletedProcess(step, 1, "", "no network")
+
+    monkeypatch.setenv(litgpt.VENV_ENV, str(tmp_path / "venv"))
+    monkeypatch.setattr(litgpt.subprocess, "run", failing)
+    with pytest.raises(litgpt.LitGPTMissing, match="make litgpt"):
+        litgpt.ensure_environment()
+    assert calls == [[litgpt.sys.executable, "-m", "venv", str(tmp_path / "venv")]]
+
+
+def test_ensure_environment_keeps_an_existing_one(lit_bin, monkeypatch):
+    monkeypatch.setattr(litgpt.subprocess, "run", lambda *a, **k: pytest.fail("rebuilt"))
+    assert litgpt.ensure_environment() == lit_bin.parent
