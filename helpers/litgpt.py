@@ -183,6 +183,26 @@ def worker(task: str, **kwargs) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def requires(package: str, dependency: str, python: str | Path | None = None) -> str:
+    """The version range that `package` (installed for `python`, default: this one)
+    declares for `dependency`, e.g. ``requires("litgpt", "huggingface-hub", lit_python)``."""
+    code = "import importlib.metadata as m, json, sys; print(json.dumps(m.requires(sys.argv[1])))"
+    done = subprocess.run(
+        [str(python or sys.executable), "-c", code, package],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    from packaging.requirements import Requirement
+
+    wanted = dependency.lower().replace("_", "-")
+    for line in json.loads(done.stdout) or []:
+        req = Requirement(line)
+        if req.name.lower().replace("_", "-") == wanted and not req.marker:
+            return str(req.specifier)
+    raise LookupError(f"{package} declares no requirement on {dependency}")
+
+
 # ---------------------------------------------------------------- data
 def litgpt_record(row: dict) -> dict:
     """One Yoda example (a row of ``load_dataset("yoda")``) as a record of LitGPT's JSON

@@ -62,6 +62,12 @@ def test_litgpt_cannot_join_the_course_venv(lit_bin):
     lowers = [Version(s.version) for s in hf_needs.specifier if s.operator == ">="]
     assert uppers and lowers, (lit_needs, hf_needs)
     assert min(uppers) <= max(lowers), f"{lit_needs} and {hf_needs} now overlap: try one venv"
+    assert litgpt.requires("litgpt", "huggingface-hub", lit_bin / "python") == str(
+        lit_needs.specifier
+    )
+    assert litgpt.requires("transformers", "huggingface_hub") == str(hf_needs.specifier)
+    with pytest.raises(LookupError, match="no requirement"):
+        litgpt.requires("transformers", "no-such-package")
     hub_pin = next(p for p in pins.litgpt_venv_packages() if p.startswith("huggingface-hub=="))
     assert Version(hub_pin.split("==")[1]) in lit_needs.specifier
     assert Version(hub_pin.split("==")[1]) not in hf_needs.specifier
