@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import string
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .evaluation import normalize
@@ -75,19 +75,23 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def paired_bootstrap(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: Sequence,
+    b: Sequence,
     *,
+    statistic: Callable[[list], float] | None = None,
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Difference:
-    """Paired bootstrap of mean(b) - mean(a), where a[i] and b[i] score the same example.
+    """Paired bootstrap of statistic(b) - statistic(a), where a[i] and b[i] are the same example.
 
-    Each resample draws n example indices with replacement and takes the difference of
-    the two means on those examples; the interval is the central `confidence` share of
-    the resampled differences. Pairing matters: both models meet the same easy and hard
-    examples in every resample, so the interval is narrower than two separate ones.
+    `statistic` turns a list of per-example items into one number; by default the mean
+    (items are scores: 1/0 for a hit, a BLEU or chrF per answer). For a score that is not
+    a mean of per-example scores, such as macro-F1, pass items like (label, answer) and a
+    statistic that computes it. Each resample draws n example indices with replacement
+    and takes the difference on those examples; the interval is the central `confidence`
+    share of the resampled differences. Pairing matters: both models meet the same easy
+    and hard examples in every resample, so the interval is narrower than two separate ones.
     """
     if len(a) != len(b):
         raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}.")
@@ -96,13 +100,21 @@ def paired_bootstrap(
     if not 0 < confidence < 1 or resamples < 1:
         raise ValueError("confidence must be in (0, 1) and resamples at least 1.")
     n = len(a)
-    deltas = [float(y) - float(x) for x, y in zip(a, b, strict=True)]
+    a, b = list(a), list(b)
     rng = random.Random(seed)
-    means = sorted(sum(deltas[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    if statistic is None:  # the common case, fast: the mean of the per-example differences
+        deltas = [float(y) - float(x) for x, y in zip(a, b, strict=True)]
+        observed = sum(deltas) / n
+        draws = [sum(deltas[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
+    else:
+        observed = statistic(b) - statistic(a)
+        draws = []
+        for _ in range(resamples):
+            idx = [rng.randrange(n) for _ in range(n)]
+            draws.append(statistic([b[i] for i in idx]) - statistic([a[i] for i in idx]))
+    draws.sort()
     tail = (1 - confidence) / 2
-    return Difference(
-        sum(deltas) / n, _quantile(means, tail), _quantile(means, 1 - tail), confidence, n
-    )
+    return Difference(observed, _quantile(draws, tail), _quantile(draws, 1 - tail), confidence, n)
 
 
 def parse_label(answer: str, labels: Sequence[str]) -> str | None:

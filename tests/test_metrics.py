@@ -50,6 +50,32 @@ def test_paired_bootstrap_is_seeded_and_pairing_narrows_the_interval():
         metrics.paired_bootstrap([1, 0], [1])
 
 
+def test_paired_bootstrap_with_a_statistic_equals_the_mean_path():
+    a = [0, 1, 0, 1, 1, 0, 0, 1]
+    b = [1, 1, 0, 1, 1, 1, 0, 1]
+    fast = metrics.paired_bootstrap(a, b, resamples=300, seed=5)
+    slow = metrics.paired_bootstrap(
+        a, b, statistic=lambda xs: sum(xs) / len(xs), resamples=300, seed=5
+    )
+    assert fast.difference == slow.difference == 0.25
+    assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high))
+
+
+def test_paired_bootstrap_of_macro_f1_by_hand():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+    def macro_f1(pairs):
+        truth, answers = zip(*pairs, strict=True)
+        return sklearn_metrics.f1_score(truth, answers, average="macro", zero_division=0)
+
+    truth = ["x", "x", "y", "y"]
+    a = list(zip(truth, ["x", "x", "x", "x"], strict=True))  # F1: x 2/3, y 0 -> 1/3
+    b = list(zip(truth, truth, strict=True))  # perfect: 1
+    d = metrics.paired_bootstrap(a, b, statistic=macro_f1, resamples=200)
+    assert d.difference == pytest.approx(2 / 3)
+    assert 0 <= d.low <= d.difference <= d.high <= 1
+
+
 def test_quantile_is_numpy_linear():
     np = pytest.importorskip("numpy")
     values = sorted([0.3, 0.1, 0.7, 0.2, 0.9, 0.4])
@@ -99,3 +125,35 @@ def test_doc_sections_splits_are_balanced_and_disjoint():
     row = test[0]
     assert row["completion"][0]["content"] == row["label"]
     assert row["prompt"][-1]["content"] == row["text"]
+
+
+def test_plot_differences_draws_one_row_per_metric():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers.diagrams.evaluation import plot_differences
+
+    sure = metrics.paired_bootstrap([0] * 5, [1] * 5, resamples=20)
+    unsure = metrics.paired_bootstrap([0, 1, 0, 1], [1, 0, 0, 1], resamples=200)
+    fig = plot_differences({"sure": sure, "unsure": unsure}, title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sure", "unsure"]
+    colors = [line.get_color() for line in ax.lines[:4:2]]
+    assert colors == ["#55a868", "#c44e52"]  # green: excludes 0; red: crosses it
+    with pytest.raises(ValueError, match="rows is empty"):
+        plot_differences({})
+
+
+def test_sample_is_repeatable_with_a_seed_and_refuses_temperature_zero(tiny):
+    from helpers.decoding import sample
+
+    model, tokenizer = tiny
+    prompts = ["Hello", "Say something"]
+    first = sample(model, tokenizer, prompts, seed=3, max_new_tokens=6)
+    assert first == sample(model, tokenizer, prompts, seed=3, max_new_tokens=6)
+    assert len(first) == 2 and all(isinstance(t, str) for t in first)
+    draws = {tuple(sample(model, tokenizer, prompts, seed=s, max_new_tokens=6)) for s in range(4)}
+    assert len(draws) > 1  # a random model's distribution is flat: seeds differ
+    assert not model.training
+    with pytest.raises(ValueError, match="greedy"):
+        sample(model, tokenizer, prompts, seed=0, temperature=0)
