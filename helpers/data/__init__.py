@@ -10,6 +10,9 @@ yoda       English -> Yoda-speak, 1,200 train / 200 test, conversational Apache-
            prompt-completion format (``yoda.py`` generates it)
 python-docs Python's reference documentation, one row per topic          PSF
            (``python_docs.py`` snapshots it from ``pydoc_data``)
+doc-sections Which part of the Python reference a paragraph is from: 4     PSF
+           labels, 299 train / 99 test, conversational prompt-completion
+           (``doc_sections.py`` derives it from python-docs)
 ========== ============================================================ ==========
 """
 
@@ -23,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 DATASETS = {
     "yoda": "English -> Yoda-speak translation (conversational prompt/completion, exact match)",
     "python-docs": "Python's reference documentation, plain text (causal language modelling)",
+    "doc-sections": "Python docs paragraph -> part of the reference (4 labels, classification)",
 }
 
 
@@ -60,6 +64,14 @@ def load_dataset(name: str, split: str | None = None):
         raise ValueError(f"split={split!r}: use 'train', 'test' or None (both).")
     if name == "yoda":
         splits = {s: Dataset.from_list(_yoda_rows(s)) for s in ("train", "test")}
+    elif name == "doc-sections":
+        from .doc_sections import read_file, to_example
+
+        rows = read_file()
+        splits = {
+            s: Dataset.from_list([to_example(r) for r in rows if r["split"] == s])
+            for s in ("train", "test")
+        }
     else:
         from .python_docs import read_snapshot
 
