@@ -10,6 +10,9 @@ yoda       English -> Yoda-speak, 1,200 train / 200 test, conversational Apache-
            prompt-completion format (``yoda.py`` generates it)
 python-docs Python's reference documentation, one row per topic          PSF
            (``python_docs.py`` snapshots it from ``pydoc_data``)
+yoda-pairs preference pairs on the Yoda sentences: chosen = the right answer, Apache-2.0
+           rejected = English, a near miss or the chapter-00 adapter's own
+           mistake (``yoda_pairs.py`` builds them)
 ========== ============================================================ ==========
 """
 
@@ -23,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 DATASETS = {
     "yoda": "English -> Yoda-speak translation (conversational prompt/completion, exact match)",
     "python-docs": "Python's reference documentation, plain text (causal language modelling)",
+    "yoda-pairs": "Preference pairs on the Yoda task (prompt, chosen, rejected; DPO)",
 }
 
 
@@ -60,6 +64,10 @@ def load_dataset(name: str, split: str | None = None):
         raise ValueError(f"split={split!r}: use 'train', 'test' or None (both).")
     if name == "yoda":
         splits = {s: Dataset.from_list(_yoda_rows(s)) for s in ("train", "test")}
+    elif name == "yoda-pairs":
+        from .yoda_pairs import pair_rows
+
+        splits = {s: Dataset.from_list(pair_rows(s)) for s in ("train", "test")}
     else:
         from .python_docs import read_snapshot
 
