@@ -3,17 +3,20 @@
 Nothing is downloaded: each data set is a file in this folder, written by a
 generator in this folder (see each module's docstring for provenance and licence).
 
-========== ============================================================ ==========
-name       what                                                         licence
-========== ============================================================ ==========
-yoda       English -> Yoda-speak, 1,200 train / 200 test, conversational Apache-2.0
-           prompt-completion format (``yoda.py`` generates it)
-python-docs Python's reference documentation, one row per topic          PSF
-           (``python_docs.py`` snapshots it from ``pydoc_data``)
-doc-sections Which part of the Python reference a paragraph is from: 4     PSF
-           labels, 299 train / 99 test, conversational prompt-completion
-           (``doc_sections.py`` derives it from python-docs)
-========== ============================================================ ==========
+============ ========================================================= ==========
+name         what                                                      licence
+============ ========================================================= ==========
+yoda         English -> Yoda-speak, 1,200 train / 200 test,             Apache-2.0
+             conversational prompt-completion (``yoda.py``)
+python-docs  Python's reference documentation, one row per topic       PSF
+             (``python_docs.py`` snapshots it from ``pydoc_data``)
+doc-sections which part of the Python reference a paragraph is from:   PSF text,
+             4 labels, 299 train / 99 test, prompt-completion          Apache-2.0
+             (``doc_sections.py`` derives it from python-docs)          labels
+yoda-pairs   preference pairs on the Yoda sentences: chosen = the      Apache-2.0
+             right answer, rejected = English, a near miss or the
+             chapter-00 adapter's own mistake (``yoda_pairs.py``)
+============ ========================================================= ==========
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ DATASETS = {
     "yoda": "English -> Yoda-speak translation (conversational prompt/completion, exact match)",
     "python-docs": "Python's reference documentation, plain text (causal language modelling)",
     "doc-sections": "Python docs paragraph -> part of the reference (4 labels, classification)",
+    "yoda-pairs": "Preference pairs on the Yoda task (prompt, chosen, rejected; DPO)",
 }
 
 
@@ -72,6 +76,10 @@ def load_dataset(name: str, split: str | None = None):
             s: Dataset.from_list([to_example(r) for r in rows if r["split"] == s])
             for s in ("train", "test")
         }
+    elif name == "yoda-pairs":
+        from .yoda_pairs import pair_rows
+
+        splits = {s: Dataset.from_list(pair_rows(s)) for s in ("train", "test")}
     else:
         from .python_docs import read_snapshot
 
