@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 
 _EXPORTS = {
     "load_model": "models",
@@ -46,6 +47,16 @@ class _DropKernelHubFetch(logging.Filter):
 
 BITSANDBYTES_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 logging.getLogger(BITSANDBYTES_CPU_LOGGER).addFilter(_DropKernelHubFetch())
+
+# peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.23 renamed. The
+# warning points into library code and asks nothing of the learner, and it carries the
+# path of the installed transformers. Filtered on `import helpers` (not only when
+# helpers.training is imported), because loading an adapter with peft's PeftModel triggers
+# it too. Revisit when peft is upgraded (tests/test_helpers.py runs get_peft_model with
+# warnings shown).
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 
 def __getattr__(name: str):

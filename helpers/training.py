@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from typing import Any
 
 from . import hardware
@@ -42,12 +41,7 @@ from .data import check_sft_format
 from .lora import LORA_TARGETS_ALL_LINEAR, adapted_linears
 from .models import check_quantization, is_quantized
 
-# peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.23 renamed;
-# the warning points into library code and asks nothing of the learner. Revisit
-# when peft is upgraded (tests/test_helpers.py runs get_peft_model with warnings shown).
-warnings.filterwarnings(
-    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-)
+# peft's `is_gradient_checkpointing` FutureWarning is filtered in helpers/__init__.py.
 
 
 def _positive_int(name: str, value: Any, why: str) -> int:

@@ -25,7 +25,7 @@ from helpers.causal_lm import (
 from helpers.evaluation import perplexity
 
 # peft 0.21 reads a renamed transformers attribute (see helpers/training.py); not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
+
 
 TEXTS = [
     "The for statement iterates over the items of any sequence.",
