@@ -37,6 +37,16 @@ def test_the_course_has_no_drift_against_the_pinned_libraries():
     assert problems == [], "\n".join(p.line() for p in problems)
 
 
+def test_each_acknowledged_deprecation_is_still_used_and_still_deprecated():
+    calls = {(u.target, k) for u in drift.find_usages() for k in u.keywords}
+    for (target, keyword), reason in drift.ACKNOWLEDGED.items():
+        assert (target, keyword) in calls, f"{target}({keyword}=) is no longer used: drop it"
+        found = drift.check_keyword(drift.resolve(target), keyword)
+        assert found and found[0] == "deprecated", (
+            f"{target}({keyword}=) is no longer deprecated: drop it from ACKNOWLEDGED ({reason})"
+        )
+
+
 def test_aliases_local_imports_and_kwargs_dicts_are_resolved():
     source = """
 import helpers
