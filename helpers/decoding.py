@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .generation import Messages, _as_messages, encoded_batches
-from .modes import eval_mode
+from .generation import Messages, _as_messages, decode_batches
 
 
 @torch.no_grad()
@@ -45,23 +44,14 @@ def sample(
         for p in prompts
     ]
     torch.manual_seed(seed)
-    answers: list[str] = []
-    with eval_mode(model, tokenizer, padding_side="left"):
-        device = next(model.parameters()).device
-        for enc in encoded_batches(tokenizer, texts, batch_size, device, add_special_tokens=False):
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,  # transformers' default top_k=50 would cut the distribution too
-                use_cache=True,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = out[:, enc["input_ids"].shape[1] :]
-            answers += [
-                t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            ]
-    return answers
+    return decode_batches(
+        model,
+        tokenizer,
+        texts,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,  # transformers' default top_k=50 would cut the distribution too
+    )

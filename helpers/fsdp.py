@@ -13,13 +13,10 @@ The same teardown as ``helpers.train``: a barrier, then ``destroy_process_group`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import traceback
-from pathlib import Path
 
-from .train import _teardown, error_file, rank
+from .train import run_rank
 
 
 def _local_bytes(tensors) -> int:
@@ -95,16 +92,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if "RANK" not in os.environ:
         p.error("start it with a launcher: torchrun --nproc_per_node 2 -m helpers.fsdp --out F")
-    error_file(args.out, rank()).unlink(missing_ok=True)
-    try:
-        record = run(args)
-        if rank() == 0:
-            Path(args.out).write_text(json.dumps(record, indent=1))
-    except BaseException:
-        error_file(args.out, rank()).write_text(traceback.format_exc())
-        raise
-    _teardown()
-    return 0
+    return run_rank(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

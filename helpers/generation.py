@@ -43,6 +43,46 @@ def encoded_batches(tokenizer, texts: Sequence[str], batch_size: int, device, **
 
 
 @torch.no_grad()
+def decode_batches(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    skip_special_tokens: bool = True,
+    **decoding,
+) -> list[str]:
+    """The new text after each already-templated prompt; ``decoding`` goes to ``generate``.
+
+    Shared by greedy answers (``generate``) and seeded sampling (``helpers.decoding``), so
+    both get eval mode, left padding and the EOS handling.
+    """
+    answers: list[str] = []
+    # eval mode: see the module docstring; left padding: new tokens follow the prompt directly
+    with eval_mode(model, tokenizer, padding_side="left"):
+        device = next(model.parameters()).device
+        for enc in encoded_batches(tokenizer, texts, batch_size, device, add_special_tokens=False):
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **decoding,
+            )
+            new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+            if not skip_special_tokens:  # cut after the first EOS: the rest is padding
+                eos = tokenizer.eos_token_id
+                new_tokens = [t[: t.index(eos) + 1] if eos in t else t for t in new_tokens]
+            answers += [
+                t.strip()
+                for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)
+            ]
+    return answers
+
+
+@torch.no_grad()
 def generate(
     model,
     tokenizer,
@@ -73,25 +113,13 @@ def generate(
         )
         for p in batch
     ]
-    answers: list[str] = []
-    # eval mode: see the module docstring; left padding: new tokens follow the prompt directly
-    with eval_mode(model, tokenizer, padding_side="left"):
-        device = next(model.parameters()).device
-        for enc in encoded_batches(tokenizer, texts, batch_size, device, add_special_tokens=False):
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-            if not skip_special_tokens:  # cut after the first EOS: the rest is padding
-                eos = tokenizer.eos_token_id
-                new_tokens = [t[: t.index(eos) + 1] if eos in t else t for t in new_tokens]
-            answers += [
-                t.strip()
-                for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)
-            ]
+    answers = decode_batches(
+        model,
+        tokenizer,
+        texts,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        skip_special_tokens=skip_special_tokens,
+        do_sample=False,
+    )
     return answers[0] if single else answers

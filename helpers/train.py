@@ -142,22 +142,32 @@ def _teardown() -> None:
             dist.destroy_process_group()
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    error_file(args.out, rank()).unlink(missing_ok=True)
-    if args.hang_on_rank == rank():
-        time.sleep(3600)  # what a deadlocked rank looks like from outside
+def run_rank(out: str | Path, job) -> int:
+    """Run ``job()`` on this rank: rank 0 writes its record to ``out`` as JSON, a rank that
+    fails writes its traceback beside it (what the launcher reports), then a clean teardown."""
+    error_file(out, rank()).unlink(missing_ok=True)
     try:
-        if args.fail_on_rank == rank():
-            raise RuntimeError(f"rank {rank()} failed on purpose (--fail-on-rank)")
-        record = train(args)
+        record = job()
         if rank() == 0:
-            Path(args.out).write_text(json.dumps(record, indent=1))
+            Path(out).write_text(json.dumps(record, indent=1))
     except BaseException:
-        error_file(args.out, rank()).write_text(traceback.format_exc())
+        error_file(out, rank()).write_text(traceback.format_exc())
         raise
     _teardown()
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def job():
+        if args.hang_on_rank == rank():
+            time.sleep(3600)  # what a deadlocked rank looks like from outside
+        if args.fail_on_rank == rank():
+            raise RuntimeError(f"rank {rank()} failed on purpose (--fail-on-rank)")
+        return train(args)
+
+    return run_rank(args.out, job)
 
 
 if __name__ == "__main__":
