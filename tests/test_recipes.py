@@ -29,3 +29,35 @@ def test_a_tiny_recipe_trains_once_saves_an_adapter_and_is_reused(tmp_path, monk
     monkeypatch.setattr(recipes, "train_yoda_adapter", lambda *a: calls.append(a))
     assert recipes.yoda_adapter(tiny) == folder
     assert calls == [], "a finished adapter is reused, not trained again"
+
+
+def test_the_cached_recipe_is_the_one_chapter_00_writes_in_the_open():
+    """Chapters 07, 08 and 10 start from this adapter as "chapter 00's": same values."""
+    import ast
+
+    import nbformat
+
+    from helpers import repo
+
+    chapter = nbformat.read(repo.repo_root() / "notebooks" / "00_tldr.ipynb", as_version=4)
+    source = "\n".join(c.source for c in chapter.cells if c.cell_type == "code")
+    calls = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            keywords = {k.arg: k.value for k in node.keywords if k.arg}
+            calls.setdefault(node.func.attr, []).append((node.args, keywords))
+
+    def literal(node):
+        return ast.literal_eval(node)
+
+    recipe = recipes.YODA_RECIPE
+    (args, keywords), *_ = calls["sft_config"]
+    assert literal(keywords["max_steps"]) == recipe["max_steps"]
+    assert literal(keywords["per_device_train_batch_size"]) == recipe["per_device_train_batch_size"]
+    assert literal(keywords["learning_rate"]) == recipe["learning_rate"]
+    assert literal(keywords.get("seed", ast.Constant(0))) == recipe["seed"]
+    (_, lora), *_ = calls["lora_config"]
+    assert literal(lora["r"]) == recipe["lora_r"]
+    (model_args, model_kw), *_ = calls["load_model"]
+    assert literal(model_args[0]) == recipe["model"]
+    assert literal(model_kw["quantization"]) == recipe["quantization"]
