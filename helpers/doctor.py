@@ -6,7 +6,7 @@ What it checks:
 
 - Python 3.10 or newer;
 - every package pinned in requirements.txt, installed at its pinned version (in
-  Colab, torch and the development tools are Colab's own: see ``helpers.colab``);
+  Colab, torch and the development tools are Colab's own: see ``tools.colab``);
 - the device the chapters will train on (CUDA, MPS or the CPU), and native bf16;
 - that 4-bit quantization works here (a tiny bitsandbytes NF4 round trip);
 - that the base model has been converted into the course's cache;
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from . import env
 from . import pins as _pins
+from .memory.estimate import estimate_training_memory
 
 OK, NOTE, FIX = "ok", "note", "FIX"
 
@@ -75,17 +76,14 @@ def check_versions(
     """One FIX line per pinned package that is missing or at another version."""
     pins = _pins.read_pins() if pins is None else pins
     colab = in_colab() if colab is None else colab
-    if colab:
-        from .colab import COLAB_KEEPS  # (helpers.colab needs nbformat, which Colab has)
-    else:
-        COLAB_KEEPS = {}
+    keeps = _pins.COLAB_KEEPS if colab else {}
     no_deps = {p.split("==")[0].lower() for p in _pins.no_deps_packages()}
     checks, fine = [], 0
     for name, pinned in pins.items():
         version = installed(name)
         flag = " --no-deps" if name in no_deps else ""
         command = f"pip install{flag} {name}=={pinned}"
-        if colab and name in COLAB_KEEPS:
+        if colab and name in keeps:
             if name == "torch" and version:
                 checks.append(Check(NOTE, name, f"{version}, Colab's own build (kept on purpose)"))
             continue
@@ -133,7 +131,7 @@ def check_4bit() -> Check:
         import bitsandbytes.functional as bnb
 
         device = hardware.device_name()
-        where = "cpu" if device == "mps" else device  # no MPS backend in bitsandbytes
+        where = hardware.placement("4bit", device)
         x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).to(where)
         packed, state = bnb.quantize_4bit(x, quant_type="nf4")
         back = bnb.dequantize_4bit(packed, state)
@@ -148,7 +146,7 @@ def check_4bit() -> Check:
             f"bitsandbytes NF4 fails here ({type(err).__name__}: {err}); reinstall it with "
             f"`pip install bitsandbytes=={version}`, or load models with quantization=None",
         )
-    note = " (on the CPU: bitsandbytes has no Apple-GPU backend)" if device == "mps" else ""
+    note = f" (on the CPU: bitsandbytes has no {device.upper()} backend)" if where != device else ""
     return Check(OK, "4-bit", f"bitsandbytes NF4 round trip works on {where}{note}")
 
 
@@ -223,7 +221,6 @@ def check_memory(device: str | None = None, total_bytes: int | None = None) -> C
     plus the CUDA context on CUDA) with the machine's memory; FIX when it does not fit,
     a note when it fits only without the upper end of the prediction's range.
     """
-    from .memory.estimate import estimate_training_memory
     from .recipes import YODA_RECIPE
 
     if device is None:

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from . import data
 from .train import run_rank
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> dict | None:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    from . import data, models
+    from . import models  # torch-backed, like the imports above: `--help` stays instant
 
     dist.init_process_group("gloo")
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ from .modes import eval_mode
 Messages = list[dict[str, str]]
 
 
-def _as_messages(prompt: str | Messages, system_prompt: str | None) -> Messages:
+def as_messages(prompt: str | Messages, system_prompt: str | None) -> Messages:
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
         if system_prompt is not None:
@@ -109,7 +109,7 @@ def generate(
         raise ValueError("max_new_tokens and batch_size must be at least 1.")
     texts = [
         tokenizer.apply_chat_template(
-            _as_messages(p, system_prompt), tokenize=False, add_generation_prompt=True
+            as_messages(p, system_prompt), tokenize=False, add_generation_prompt=True
         )
         for p in batch
     ]

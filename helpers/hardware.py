@@ -87,20 +87,32 @@ def _say_once(message: str) -> None:
         print(message)
 
 
-def training_device(quantization: str | None = None) -> str:
-    """The device the course loads and trains a model on, given its quantization.
+def placement(quantization: str | None = None, best: str | None = None) -> str:
+    """The one rule for where a model with this quantization runs: the best device
+    (``device_name``), unless bitsandbytes cannot run 8-bit/4-bit layers there but can on
+    the CPU (an Apple-silicon Mac): then the CPU. Says nothing (see ``training_device``).
 
-    The best device (``device_name``), unless bitsandbytes cannot run the asked-for
-    8-bit/4-bit layers there but can on the CPU (an Apple-silicon Mac): then the CPU,
-    said once. ``helpers.load_model`` and ``helpers.sft_config`` both ask this function,
-    so the model and the training arguments agree on the device.
+    ``helpers.load_model``, ``helpers.sft_config``, the doctor and the benchmark all ask it.
     """
-    best = device_name()
+    best = device_name() if best is None else best
     if quantization is None:
         return best
     supported = bitsandbytes_devices()
     if best in supported or "cpu" not in supported:
         return best  # where bitsandbytes is missing, loading says how to install it
+    return "cpu"
+
+
+def training_device(quantization: str | None = None) -> str:
+    """The device the course loads and trains a model on, given its quantization
+    (:func:`placement`); when the rule moves a quantized model to the CPU, it says so once.
+    ``helpers.load_model`` and ``helpers.sft_config`` both ask this function, so the model
+    and the training arguments agree on the device.
+    """
+    best = device_name()
+    where = placement(quantization, best)
+    if where == best:
+        return best
     _say_once(
         f"{quantization} quantization: bitsandbytes has no {best.upper()} backend here, so "
         "the model is loaded and trained on the CPU (quantization=None would use "

@@ -15,7 +15,9 @@ that a bare launch does not:
   about once in 8 on this course's machines).
 
 Ports: ``torchrun --standalone`` picks a free port itself; for ``accelerate launch``
-a free port is chosen here, so two jobs on one machine do not collide.
+a free port is chosen here, so two jobs on one machine do not collide. The command shown
+to a learner (``shown``) passes ``--main_process_port 0`` instead, which asks accelerate
+to pick a free port itself.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import repo
+from .memory.sharding import check_zero_settings
 
 LAUNCHERS = ("python", "torchrun", "accelerate")
 
@@ -96,8 +101,15 @@ def command(
     module: str = "helpers.train",
     config_file: str | Path | None = None,
     port: int | None = None,
+    out: str | Path | None = None,
 ) -> list[str]:
-    """The command line that starts ``python -m <module> <job...>`` under `launcher`."""
+    """The command line that starts ``python -m <module> <job...>`` under `launcher`.
+
+    `out`, when given, is added to `job` as ``--out <out>``: the JSON file rank 0 writes,
+    which ``helpers.train`` requires (``launch`` always passes it).
+    """
+    if out is not None:
+        job = [*job, "--out", str(out)]
     if launcher == "python":
         if nproc != 1:
             raise ValueError("launcher='python' starts one process: use nproc=1 or torchrun.")
@@ -136,20 +148,8 @@ def child_env(nproc: int) -> dict[str, str]:
     make every rank wait for the others. The folder holding this package goes first on
     ``PYTHONPATH``, so the ranks run the same ``helpers`` as the caller.
     """
-    env = dict(os.environ)
-    here = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
-    threads = env.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
-    env.update(
-        OMP_NUM_THREADS=threads,
-        MKL_NUM_THREADS=threads,
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
+    return repo.child_env(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
 
 
 def rank_errors(out: str | Path) -> dict[int, str]:
@@ -188,9 +188,7 @@ def launch(
     out.unlink(missing_ok=True)
     for f in out.parent.glob(f"{out.name}.rank*.error"):
         f.unlink()
-    cmd = command(
-        launcher, [*job, "--out", str(out)], nproc, module=module, config_file=config_file
-    )
+    cmd = command(launcher, job, nproc, module=module, config_file=config_file, out=out)
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -242,6 +240,7 @@ def job_args(**options) -> list[str]:
 def multinode_commands(nnodes: int = 2, nproc_per_node: int = 8, host: str = "10.0.0.1") -> str:
     """The commands that start the same job on `nnodes` machines (shown, not run)."""
     job = "-m helpers.train --steps 100 --batch 4 --out losses.json"
+    others = "1" if nnodes == 2 else f"1 to {nnodes - 1}"
     lines = [
         f"# on every machine (node rank 0 to {nnodes - 1}), the same command:",
         f"torchrun --nnodes={nnodes} --nproc_per_node={nproc_per_node} \\",
@@ -249,10 +248,11 @@ def multinode_commands(nnodes: int = 2, nproc_per_node: int = 8, host: str = "10
         f"    {job}",
         "",
         "# or with fixed node ranks (MASTER_ADDR = the machine of node rank 0):",
+        f"NODE_RANK=0  # on {host}; {others} on the other machine{'s' if nnodes > 2 else ''}",
         f"torchrun --nnodes={nnodes} --nproc_per_node={nproc_per_node} --node_rank=$NODE_RANK \\",
         f"    --master_addr={host} --master_port=29500 {job}",
         "",
-        "# accelerate: the same, from each machine's config (or flags)",
+        "# accelerate: the same, from each machine's config (or flags; NODE_RANK as above)",
         f"accelerate launch --num_machines {nnodes} --num_processes {nnodes * nproc_per_node} \\",
         f"    --machine_rank $NODE_RANK --main_process_ip {host} --main_process_port 29500 \\",
         f"    {job}",
@@ -267,10 +267,14 @@ SHORT_NAMES = {
 
 
 def shown(cmd: list[str]) -> str:
-    """`cmd` as a learner would type it: the launcher by name, the chosen free port hidden."""
+    """`cmd` as a learner would type it: the launcher by name, runnable as printed.
+
+    The free port that ``command`` chose for ``accelerate launch`` (different on every
+    call) is shown as ``0``, which asks accelerate to pick a free port itself.
+    """
     words = ["python", *cmd[1:]]
     if "--main_process_port" in words:
-        words[words.index("--main_process_port") + 1] = "<free port>"
+        words[words.index("--main_process_port") + 1] = "0"
     text = " ".join(words)
     for module, name in SHORT_NAMES.items():
         text = text.replace(f"python {module}", name, 1)
@@ -298,9 +302,7 @@ def deepspeed_config(
     ``"auto"`` values are filled in by transformers from the ``TrainingArguments``, so the
     batch size, accumulation and precision are set in one place.
     """
-    from .memory.sharding import _check
-
-    _check(1, stage, offload_optimizer, offload_params)
+    check_zero_settings(1, stage, offload_optimizer, offload_params)
     zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
     if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}

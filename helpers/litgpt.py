@@ -6,7 +6,7 @@ one environment (tests/test_litgpt.py asks the resolver). LitGPT therefore lives
 own virtual environment, ``.venv-litgpt`` (``make litgpt`` builds it from the
 ``# litgpt-venv:`` pins in requirements.txt), and the course drives it as a learner
 would: through the ``litgpt`` command line, plus small tasks run by
-``helpers._litgpt_worker`` with that environment's Python (logits, greedy answers).
+``helpers/litgpt_worker.py`` with that environment's Python (logits, greedy answers).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .repo import repo_root
+from . import pins
+from .data import load_dataset
+from .repo import BRANCH, REPOSITORY, child_env, repo_root
 
 LIT_NAME = "SmolLM2-135M-Instruct"
 """LitGPT's config name for the course's base model."""
@@ -62,20 +64,18 @@ def _require() -> Path:
     return venv_dir() / "bin"
 
 
+WORKER = Path(__file__).resolve().parent / "litgpt_worker.py"
+"""The script LitGPT's interpreter runs (standard library, torch and litgpt only)."""
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def environment_pins() -> list[str]:
     """The ``# litgpt-venv:`` pins: from this checkout's requirements.txt, or (an installed
     course, as in Colab) from the same file in the course's repository."""
-    from . import pins
-
     found = pins.litgpt_venv_packages()
     if found:
         return found
-    import urllib.request
-
-    from .colab import BRANCH, REPOSITORY
+    import urllib.request  # only an installed course without a checkout downloads
 
     github = REPOSITORY.removeprefix("https://github.com/")
     url = f"https://raw.githubusercontent.com/{github}/{BRANCH}/requirements.txt"
@@ -87,6 +87,11 @@ def environment_pins() -> list[str]:
     if not found:
         raise LitGPTMissing(f"no `# litgpt-venv:` pins in {url}: {BUILD_HINT} from a clone")
     return found
+
+
+BUILD_STEP_TIMEOUT = 1200
+"""Seconds one step of building LitGPT's environment may take (torch's wheel is the big one:
+a download of a few hundred MB, or a minute from pip's cache)."""
 
 
 def ensure_environment() -> Path:
@@ -107,7 +112,16 @@ def ensure_environment() -> Path:
         [python, "-m", "pip", "install", "--quiet", *packages],
     ]
     for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
+        try:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=BUILD_STEP_TIMEOUT)
+        except subprocess.TimeoutExpired as stopped:
+            output = stopped.stderr or stopped.stdout or b""
+            output = output.decode(errors="replace") if isinstance(output, bytes) else output
+            raise LitGPTMissing(
+                f"building LitGPT's environment stopped after {BUILD_STEP_TIMEOUT} s at "
+                f"`{shlex.join(step)}` (a slow or missing network?):\n{output.strip()[-2000:]}\n"
+                f"{BUILD_HINT}"
+            ) from None
         if done.returncode != 0:
             raise LitGPTMissing(
                 f"building LitGPT's environment failed at `{shlex.join(step)}`:\n"
@@ -117,14 +131,11 @@ def ensure_environment() -> Path:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = repo_root()
-    env["PYTHONPATH"] = str(root) if root else env.get("PYTHONPATH", "")
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        env[name] = "1"
-    env["TOKENIZERS_PARALLELISM"] = "false"
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    return env
+    """LitGPT's processes: offline, and without this environment's packages on their path
+    (the worker runs by its file's path, so it needs none of them)."""
+    return child_env(
+        imports_helpers=False, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore")
+    )
 
 
 @dataclass
@@ -177,9 +188,18 @@ def litgpt(*args: str | Path, cwd: str | Path | None = None, timeout: float = 18
 
 
 def worker(task: str, **kwargs) -> dict:
-    """Run one ``helpers._litgpt_worker`` task in LitGPT's environment; its JSON result."""
+    """Run one ``helpers/litgpt_worker.py`` task in LitGPT's environment; its JSON result."""
     python = _require() / "python"
-    run = _run([str(python), "-m", "helpers._litgpt_worker", task, json.dumps(kwargs)])
+    # Isolated (-I): neither this environment's PYTHONPATH nor the script's own folder on the
+    # path (run as `python helpers/litgpt_worker.py`, helpers/numbers.py would hide the
+    # standard library's `numbers` from torch).
+    start = (
+        "import runpy, sys; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    run = _run(
+        [str(python), "-I", "-W", "ignore", "-c", start, str(WORKER), task, json.dumps(kwargs)]
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -187,12 +207,13 @@ def requires(package: str, dependency: str, python: str | Path | None = None) ->
     """The version range that `package` (installed for `python`, default: this one)
     declares for `dependency`, e.g. ``requires("litgpt", "huggingface-hub", lit_python)``."""
     code = "import importlib.metadata as m, json, sys; print(json.dumps(m.requires(sys.argv[1])))"
-    done = subprocess.run(
-        [str(python or sys.executable), "-c", code, package],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    command = [str(python or sys.executable), "-c", code, package]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise LookupError(f"`{shlex.join(command)}` did not answer within 120 s") from None
+    if done.returncode != 0:
+        raise LookupError(f"`{shlex.join(command)}` failed:\n{done.stderr.strip()[-1500:]}")
     from packaging.requirements import Requirement
 
     wanted = dependency.lower().replace("_", "-")
@@ -222,8 +243,6 @@ def export_yoda(out_dir: str | Path, *, n_val: int = 20) -> dict[str, Path]:
     """Write the Yoda split as LitGPT reads it: ``train.json`` (all 1,200), ``val.json`` (the
     first `n_val` test sentences, for LitGPT's validation loss) and ``test.json`` (the whole
     test split, for the exact-match score). Returns the three paths."""
-    from .data import load_dataset
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = load_dataset("yoda")
@@ -416,9 +435,9 @@ def answer_of(generated: str) -> str:
 def peak_rss_mb(function, *args, **kwargs):
     """(result, peak resident memory in MB of this process while `function` ran); the
     peak is None where Linux's counter cannot be reset (then it would include the past)."""
-    from .memory.measure import _proc_status_bytes, _reset_peak_rss
+    from .memory.measure import proc_status_bytes, reset_peak_rss
 
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     result = function(*args, **kwargs)
-    peak = _proc_status_bytes("VmHWM") if reset else None
+    peak = proc_status_bytes("VmHWM") if reset else None
     return result, (peak / 2**20 if peak else None)

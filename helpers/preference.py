@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .evaluation import normalize
+
 
 @dataclass
 class DPOOutput:
@@ -209,8 +211,6 @@ def yoda_reward(completions, yoda, **kwargs) -> list[float]:
     Higher is better: GRPO/RLOO *maximise* it. ``yoda`` is the data set's column of
     reference sentences (trl passes every data set column as a keyword argument).
     """
-    from .evaluation import normalize
-
     rewards = []
     for completion, reference in zip(completions, yoda, strict=True):
         got, want = normalize(_text(completion)), normalize(reference)

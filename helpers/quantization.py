@@ -22,7 +22,6 @@ indices), one code per byte: real 4-bit formats pack two codes in a byte, which
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -335,35 +334,6 @@ def quantization_error(original: torch.Tensor, restored: torch.Tensor) -> QuantE
 
 
 # --- real bitsandbytes models ----------------------------------------------------------------
-
-
-class _FirstTimeOnly(logging.Filter):
-    """Let each distinct message through once; drop its repeats."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message in self.seen:
-            return False
-        self.seen.add(message)
-        return True
-
-
-def log_once(logger_name: str = "bitsandbytes.autograd._functions") -> None:
-    """Show each warning of a library's logger once per session instead of on every call.
-
-    bitsandbytes' 8-bit layers log "MatMul8bitLt: inputs will be cast from torch.float32 to
-    float16 during quantization" on *every* forward pass of *every* layer when the inputs
-    are not fp16 (on a CPU they are fp32): 210 identical lines per forward pass of SmolLM2.
-    The first one is information (chapter 02 explains it); the repeats are noise, so
-    ``helpers.load_model(..., "8bit")`` calls this. Calling it twice adds no second filter.
-    """
-    logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, _FirstTimeOnly) for f in logger.filters):
-        logger.addFilter(_FirstTimeOnly())
 
 
 def _tensor_bytes(tensors: Sequence[torch.Tensor]) -> int:

@@ -7,9 +7,12 @@ open chapter 08 first), so none of them may read chapter 00's ``outputs/``. Inst
 2 CPU cores with native bf16, a few minutes without), saves the adapter under
 ``<cache>/adapters/``, and returns that folder on every later call.
 
-The folder's name carries a hash of the recipe and of the library versions, so a
-changed recipe or a new trl/peft/transformers trains a fresh adapter instead of reusing
-a stale one.
+The folder's name carries a hash of everything that decides the result (:func:`provenance`):
+the recipe, the versions of the libraries that train it (bitsandbytes included: its 4-bit
+kernels compute the forward pass), the version of the base model's conversion, and the
+course's own code and data that the run goes through (the trainer builders and their loss,
+the LoRA and 4-bit layouts, the training split). A change to any of them trains a fresh
+adapter instead of reusing a stale one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import json
 import shutil
 from pathlib import Path
 
-from .models import DEFAULT_MODEL, _write_atomically, cache_dir
+from . import data, models, training
+from .models import CONVERSION_VERSION, DEFAULT_MODEL, cache_dir, write_atomically
 
 YODA_RECIPE = {
     "model": DEFAULT_MODEL,
@@ -33,23 +37,49 @@ YODA_RECIPE = {
 """Chapter 00's recipe (its cells write these values in the open), minus the eval split."""
 
 
-def _library_versions() -> dict[str, str]:
-    import peft
-    import torch
-    import transformers
-    import trl
+TRAINING_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes")
+"""The libraries whose versions decide what the adapter's training computes."""
+_PACKAGE = Path(__file__).resolve().parent
+SOURCES = (
+    "training.py",  # SFTConfig/SFTTrainer builders and the scored-head loss
+    "sampling.py",  # the bucketed batch order
+    "lora.py",
+    "bnb_cpu.py",  # the 4-bit layout kept trainable on the CPU
+    "models.py",  # loading and the GGUF conversion
+    "data/yoda_train.jsonl",
+)
+"""The course's files (relative to the package) that the training run goes through."""
 
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in TRAINING_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def provenance(recipe: dict | None = None) -> dict:
+    """What decides the trained adapter: the recipe, the library versions, the model
+    conversion's version and a hash of each course file the run goes through."""
+    sources = {
+        name: hashlib.sha256((_PACKAGE / name).read_bytes()).hexdigest()[:16] for name in SOURCES
+    }
     return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "peft": peft.__version__,
+        "recipe": recipe or YODA_RECIPE,
+        "versions": _library_versions(),
+        "conversion": CONVERSION_VERSION,
+        "sources": sources,
     }
 
 
 def recipe_key(recipe: dict | None = None) -> str:
-    """A short hash of the recipe and the library versions: the cache folder's suffix."""
-    payload = {"recipe": recipe or YODA_RECIPE, "versions": _library_versions()}
+    """A short hash of :func:`provenance`: the cache folder's suffix."""
+    payload = provenance(recipe)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:12]
 
@@ -59,33 +89,37 @@ def adapter_dir(recipe: dict | None = None) -> Path:
     return cache_dir() / "adapters" / f"yoda-{recipe_key(recipe)}"
 
 
+def yoda_trainer(
+    model, tokenizer, train_set, output_dir, recipe: dict | None = None, callbacks=None, **overrides
+):
+    """The ``SFTTrainer`` of chapter 00's recipe (the cached adapter's and the benchmark's):
+    `overrides` are further ``sft_config`` fields (the benchmark's step limit, no progress bar)."""
+    recipe = dict(recipe or YODA_RECIPE)
+    settings = {
+        "max_steps": recipe["max_steps"],
+        "per_device_train_batch_size": recipe["per_device_train_batch_size"],
+        "learning_rate": recipe["learning_rate"],
+        "seed": recipe["seed"],
+        **overrides,
+    }
+    args = training.sft_config(str(output_dir), **settings)
+    peft_config = training.lora_config(r=recipe["lora_r"])
+    return training.build_trainer(
+        model, tokenizer, train_set, args, peft_config=peft_config, callbacks=callbacks
+    )
+
+
 def train_yoda_adapter(out: Path, recipe: dict | None = None) -> None:
     """Train chapter 00's recipe on the Yoda training split and save the adapter in ``out``."""
-    from . import data, models, training
-
     recipe = dict(recipe or YODA_RECIPE)
     model, tokenizer = models.load_model(recipe["model"], quantization=recipe["quantization"])
     train_set = data.load_dataset("yoda")["train"]
-    args = training.sft_config(
-        str(out / "run"),
-        max_steps=recipe["max_steps"],
-        per_device_train_batch_size=recipe["per_device_train_batch_size"],
-        learning_rate=recipe["learning_rate"],
-        seed=recipe["seed"],
-    )
-    trainer = training.build_trainer(
-        model,
-        tokenizer,
-        train_set,
-        args,
-        peft_config=training.lora_config(r=recipe["lora_r"]),
-    )
+    trainer = yoda_trainer(model, tokenizer, train_set, out / "run", recipe)
     result = trainer.train()
     training.save_adapter(trainer, str(out))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     record = {
-        "recipe": recipe,
-        "versions": _library_versions(),
+        **provenance(recipe),
         "train_loss": result.training_loss,
         "logged_losses": losses,
     }
@@ -102,4 +136,4 @@ def yoda_adapter(recipe: dict | None = None) -> Path:
     target = adapter_dir(recipe)
     if (target / "COMPLETE").exists() and (target / "adapter_model.safetensors").exists():
         return target
-    return _write_atomically(target, lambda out: train_yoda_adapter(out, recipe))
+    return write_atomically(target, lambda out: train_yoda_adapter(out, recipe))

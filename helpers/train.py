@@ -28,6 +28,8 @@ import time
 import traceback
 from pathlib import Path
 
+from . import data
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of the job (a fixed help width: the same text in every terminal)."""
@@ -59,6 +61,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+DEVICE = "cpu"
+"""Where the job trains, on every machine: the course's recipe runs on CPU processes."""
+
+
+def ddp_backend(device: str, world_size: int) -> str | None:
+    """The process-group backend for ranks whose tensors live on `device`.
+
+    NCCL moves CUDA tensors between GPUs and cannot move CPU tensors; gloo moves CPU
+    tensors. A single process has no group to join (``None``).
+    """
+    if world_size <= 1:
+        return None
+    return "nccl" if device == "cuda" else "gloo"
+
+
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -72,12 +89,12 @@ def train(args: argparse.Namespace) -> dict:
     """Train the recipe with ``args``; return the record rank 0 writes."""
     import torch
 
-    from . import data, hardware, models, training
+    from . import hardware, models, training  # torch-backed: `--help` stays instant
 
     torch.manual_seed(args.seed)
-    model, tokenizer = models.load_model(args.model, args.quantization, device="cpu")
+    model, tokenizer = models.load_model(args.model, args.quantization, device=DEVICE)
     train_set = data.load_dataset("yoda", "train")
-    bf16 = {"auto": hardware.bf16_native("cpu"), "yes": True, "no": False}[args.bf16]
+    bf16 = {"auto": hardware.bf16_native(DEVICE), "yes": True, "no": False}[args.bf16]
     config = training.sft_config(
         str(Path(args.out).with_suffix("")) + "-run",
         max_steps=args.steps,
@@ -86,14 +103,14 @@ def train(args: argparse.Namespace) -> dict:
         learning_rate=args.lr,
         max_length=args.max_length,
         seed=args.seed,
-        device="cpu",
+        device=DEVICE,
         quantization=args.quantization,
         bf16=bf16,
         logging_steps=1,
         disable_tqdm=True,
-        # gloo: the backend that runs on the CPU (NCCL needs CUDA GPUs); set only when a
-        # launcher started several processes (a single process has no group to join)
-        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        # gloo for CPU tensors (NCCL would be the backend for CUDA tensors); set only when
+        # a launcher started several processes (a single process has no group to join)
+        ddp_backend=ddp_backend(DEVICE, int(os.environ.get("WORLD_SIZE", "1"))),
         ddp_find_unused_parameters=False,  # LoRA uses every adapter in every step
         ddp_timeout=300,  # a rank that waits this long for the others gives up (default 30 min)
         # the global batch's tokens divide the loss on every rank (the default; written
@@ -145,6 +162,7 @@ def _teardown() -> None:
 def run_rank(out: str | Path, job) -> int:
     """Run ``job()`` on this rank: rank 0 writes its record to ``out`` as JSON, a rank that
     fails writes its traceback beside it (what the launcher reports), then a clean teardown."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # a command typed in a fresh folder
     error_file(out, rank()).unlink(missing_ok=True)
     try:
         record = job()

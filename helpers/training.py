@@ -37,9 +37,11 @@ import functools
 from typing import Any
 
 from . import hardware
+from .bnb_cpu import repacked_layers
 from .data import check_sft_format
 from .lora import LORA_TARGETS_ALL_LINEAR, adapted_linears
 from .models import check_quantization, is_quantized
+from .sampling import BucketedSampler
 
 # peft's `is_gradient_checkpointing` FutureWarning is filtered in helpers/__init__.py.
 
@@ -225,8 +227,6 @@ def build_trainer(
         )
     if peft_config is not None:
         _check_lora_fits(model, peft_config)
-    from .bnb_cpu import repacked_layers
-
     if repacked_layers(model):
         raise ValueError(
             f"{repacked_layers(model)} of this model's 4-bit layers were repacked by bitsandbytes "
@@ -397,8 +397,6 @@ def _course_trainer_class():
     """
     import torch
     from trl import SFTTrainer
-
-    from .sampling import BucketedSampler
 
     class CourseSFTTrainer(SFTTrainer):
         def __init__(self, *args, scored_head=True, bucketed_batches=False, **kwargs):

@@ -1,4 +1,4 @@
-"""The benchmark's code (helpers/bench), checked on the tiny model and on hand-made cases."""
+"""The benchmark's code (tools/bench), checked on the tiny model and on hand-made cases."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from helpers.bench import course, flops, quality, recipes, report, variants
-from helpers.bench import run as bench_run
+from tools.bench import course, flops, quality, recipes, report, variants
+from tools.bench import run as bench_run
 
 # ---------------------------------------------------------------- FLOP counting
 
@@ -391,7 +391,7 @@ def test_the_markdown_table_has_every_goal_and_takes_in_the_course_timing(quick)
     assert "| metric | course | classic or reference | ratio | goal | met? |" in text
     for row in ("| 1. useful tokens/s", "| 2. utilization", "| 3. peak memory", "| 4. time to"):
         assert row in text
-    assert "python -m helpers.bench course" in text
+    assert "python -m tools.bench course" in text
     assert results["meta"]["cpu"] in text and f"({results['meta']['threads']} threads)" in text
     fake = {
         "meta": {"date": "today", "cpu": "cpu", "threads": 2, "load_start": 0.5},

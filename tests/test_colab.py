@@ -15,8 +15,9 @@ import time
 import nbformat
 import pytest
 
-from helpers import colab, pins
+from helpers import pins
 from helpers.grading import cells, compare, student
+from tools import colab
 
 ROOT = colab.ROOT
 CHAPTERS = sorted(colab.NOTEBOOKS.glob(colab.CHAPTER_GLOB))
@@ -25,7 +26,7 @@ CHAPTER_01 = "01_hardware_and_numbers.ipynb"
 
 def test_colab_is_generated_from_notebooks_and_up_to_date():
     assert CHAPTERS
-    assert colab.stale() == [], "colab/ is out of date: run `python -m helpers.colab`"
+    assert colab.stale() == [], "colab/ is out of date: run `python -m tools.colab`"
     assert sorted(p.name for p in colab.COLAB.glob(colab.CHAPTER_GLOB)) == [
         p.name for p in CHAPTERS
     ]

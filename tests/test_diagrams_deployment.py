@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from helpers.diagrams._draw import texts  # noqa: E402
+from helpers.diagrams.canvas import texts  # noqa: E402
 from helpers.diagrams.deployment import EXITS, plot_exits  # noqa: E402
 
 

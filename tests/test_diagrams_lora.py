@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from helpers import lora as course_lora  # noqa: E402
 from helpers import numbers  # noqa: E402
 from helpers.diagrams import lora, qlora  # noqa: E402
-from helpers.diagrams._draw import texts  # noqa: E402
+from helpers.diagrams.canvas import texts  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.diagrams import _draw, preference  # noqa: E402
+from helpers.diagrams import canvas, preference  # noqa: E402
 
 LOG = [
     {
@@ -37,7 +37,7 @@ LOG = [
 
 
 def test_dpo_flow_names_policy_reference_and_beta():
-    text = " ".join(_draw.texts(preference.dpo_flow(beta=0.25)))
+    text = " ".join(canvas.texts(preference.dpo_flow(beta=0.25)))
     plt.close("all")
     assert "adapter 'ref'" in text and "adapter 'default'" in text
     assert "0.25 x" in text

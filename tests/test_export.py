@@ -131,6 +131,8 @@ def test_modelfile_follows_the_chat_template(tiny):
     assert 'PARAMETER stop "<|im_end|>"' in lines
     assert "PARAMETER temperature 0" in lines
     assert "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n" in text
+    # Ollama passes the system prompt in .Messages too: rendering .System would repeat it
+    assert ".System" not in text
     assert text.count('"""') == 4  # TEMPLATE and SYSTEM
     assert "SYSTEM" in text and "SmolLM" in text  # the template's default system prompt
     # rendering the Go template by hand gives what the tokenizer renders

@@ -129,7 +129,7 @@ def test_interrupted_conversion_leaves_no_checkpoint(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        models._write_atomically(tmp_path / "m", failing_build)
+        models.write_atomically(tmp_path / "m", failing_build)
     assert not (tmp_path / "m").exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import env, makevenv, notebooks, pins, repo
+from helpers import env, pins, repo
 from helpers.grading import compare
+from tools import makevenv, notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 """Found from this file, not by helpers.repo: the oracle that helpers.repo is checked against."""
@@ -71,9 +73,9 @@ def test_the_checkout_is_found_and_an_installed_copy_has_none(tmp_path):
 def test_a_repository_tool_says_clone_the_course_instead_of_a_traceback(tmp_path, monkeypatch):
     package = _installed_layout(tmp_path)
     with pytest.raises(SystemExit) as stop:
-        repo.require_checkout("python -m helpers.colab", package)
+        repo.require_checkout("python -m tools.colab", package)
     message = str(stop.value.code)
-    assert "python -m helpers.colab" in message and "run this from a clone of the course" in message
+    assert "python -m tools.colab" in message and "run this from a clone of the course" in message
     assert "git clone https://" in message
     assert repo.require_checkout("x") == ROOT
 
@@ -81,7 +83,7 @@ def test_a_repository_tool_says_clone_the_course_instead_of_a_traceback(tmp_path
         return repo.require_checkout(tool, package)
 
     monkeypatch.setattr(notebooks, "require_checkout", installed)
-    with pytest.raises(SystemExit, match="python -m helpers.notebooks execute.*clone"):
+    with pytest.raises(SystemExit, match="python -m tools.notebooks execute.*clone"):
         notebooks.main(["execute", "notebooks/01_hardware_and_numbers.ipynb"])
 
 
@@ -125,18 +127,16 @@ def test_pyproject_carries_the_model_pin_of_requirements():
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The course built as a wheel (from a copy of this checkout) and unpacked like pip
-    would into a folder of its own: a site-packages with no checkout around it."""
+def wheel(tmp_path_factory) -> Path:
+    """The course built as a wheel from a copy of this checkout, tooling included in the
+    copy, so that the wheel's contents show what packaging leaves out."""
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"
     source.mkdir()
     for name in ("pyproject.toml", "requirements.txt", "README.md"):
         (source / name).write_bytes((ROOT / name).read_bytes())
-    subprocess.run(
-        ["cp", "-r", str(ROOT / "helpers"), str(source / "helpers")],
-        check=True,
-    )
+    for folder in ("helpers", "tools"):
+        subprocess.run(["cp", "-r", str(ROOT / folder), str(source / folder)], check=True)
     for cache in source.rglob("__pycache__"):
         subprocess.run(["rm", "-rf", str(cache)], check=True)
     wheels = work / "wheels"
@@ -147,15 +147,45 @@ def installed(tmp_path_factory):
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = wheels.glob("*.whl")
-    site = work / "site-packages"
+    (built,) = wheels.glob("*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel unpacked the way pip installs it: a site-packages with no checkout around."""
+    site = tmp_path_factory.mktemp("installed") / "site-packages"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     return site
 
 
+def test_the_wheel_ships_the_learners_package_and_no_tooling(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    packages = {
+        name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")
+    }
+    assert packages == {"helpers"}, packages
+    assert not [n for n in names if n.startswith("tools/")]
+    for shipped in (
+        "helpers/grading/sanitize.cfg",
+        "helpers/data/yoda_train.jsonl",
+        "helpers/doctor.py",
+    ):
+        assert shipped in names
+
+
 def _python_in(site: Path, code: str, cwd: Path) -> subprocess.CompletedProcess:
-    environ = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    """Run this interpreter with only `site` for the course: no checkout on the path, the
+    working directory a scratch folder. The model cache and HOME are the caller's."""
+    environ = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        "PYTHONPATH": str(site),
+        "HF_HUB_OFFLINE": "1",
+        "HOME": os.environ.get("HOME", str(cwd)),
+        **{k: v for k, v in os.environ.items() if k in ("COURSE_CACHE", "OMP_NUM_THREADS")},
+    }
     return subprocess.run(
         [sys.executable, *code], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
     )
@@ -178,11 +208,76 @@ def test_an_installed_course_reads_its_pins_and_ships_its_sanitize_rules(install
 
 
 def test_repository_tools_of_an_installed_course_say_clone_it(installed, tmp_path):
-    for tool in (["helpers.notebooks", "execute", "x.ipynb"], ["helpers.pins"]):
-        result = _python_in(installed, ["-m", *tool], tmp_path)
-        assert result.returncode == 1
-        assert "run this from a clone of the course" in result.stderr
-        assert "Traceback" not in result.stderr
+    result = _python_in(installed, ["-m", "helpers.pins"], tmp_path)
+    assert result.returncode == 1
+    assert "run this from a clone of the course" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _python_in(installed, ["-m", "tools.notebooks", "execute", "x.ipynb"], tmp_path)
+    assert result.returncode == 1 and "No module named 'tools'" in result.stderr
+
+
+def test_the_doctor_runs_from_the_installed_course(installed, tmp_path):
+    result = _python_in(installed, ["-m", "helpers.doctor"], tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "python:" in result.stdout and "packages:" in result.stdout, result.stdout
+    assert "model:" in result.stdout and "offline:" in result.stdout
+    where = _python_in(installed, ["-c", "import helpers.doctor as d; print(d.__file__)"], tmp_path)
+    assert where.stdout.strip().startswith(str(installed))
+
+
+def _helpers_imports(notebook: Path) -> list[str]:
+    """The statements of a chapter's code cells that import the course's package."""
+    import ast
+    import json
+
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    found = []
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "\n".join(
+            line for line in "".join(cell["source"]).splitlines() if not line.startswith(("%", "!"))
+        )
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if (module or "").split(".")[0] == "helpers":
+                    found.append(ast.unparse(node))
+    return found
+
+
+def test_a_chapters_imports_come_from_the_installed_course(installed, tmp_path):
+    imports = _helpers_imports(ROOT / "notebooks" / "10_preference_tuning.ipynb")
+    assert len(imports) >= 4, imports
+    code = ";".join(
+        [
+            *imports,
+            "import sys",
+            "print([m.__file__ for n, m in sys.modules.items() "
+            "if n.split('.')[0] == 'helpers' and getattr(m, '__file__', None)])",
+        ]
+    )
+    result = _python_in(installed, ["-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    files = eval(result.stdout.strip().splitlines()[-1])  # a printed list of str
+    assert len(files) >= 5 and all(f.startswith(str(installed)) for f in files), files
+
+
+def test_regrade_runs_from_the_installed_course(installed, tmp_path):
+    """An instructor's regrade of chapter 01 against itself, with nothing but the wheel."""
+    chapter = ROOT / "notebooks" / "01_hardware_and_numbers.ipynb"
+    report = tmp_path / "report.json"
+    result = _python_in(
+        installed,
+        ["-m", "helpers.grading.regrade", str(chapter), str(chapter), "--timeout", "600"]
+        + ["--json", str(report)],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    import json
+
+    verdict = json.loads(report.read_text())
+    assert verdict["passed"] is True
 
 
 # --- the sanitize rules: one file, shipped with the package --------------------------------------
@@ -226,11 +321,25 @@ def test_a_missing_python3_venv_is_named_not_a_traceback(tmp_path):
     assert ran == []  # a ready venv is left alone
 
 
+def test_a_venv_that_hangs_is_stopped_and_named(tmp_path):
+    seen = {}
+
+    def hanging(command, **kwargs):
+        seen.update(kwargs)
+        (tmp_path / "venv" / "bin").mkdir(parents=True)
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    advice = makevenv.create(tmp_path / "venv", run=hanging, ready=lambda venv: False)
+    assert seen["timeout"] == makevenv.TIMEOUT
+    assert f"did not finish in {makevenv.TIMEOUT} s" in advice and "-m venv" in advice
+    assert not (tmp_path / "venv").exists()
+
+
 def test_makevenv_makes_a_venv_with_pip_and_its_command_line_reports_failure(tmp_path):
     assert makevenv.has_pip(Path(sys.prefix))
     assert not makevenv.has_pip(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "helpers.makevenv"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "tools.makevenv"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 2 and "usage" in result.stderr
 
@@ -248,13 +357,20 @@ def test_make_passes_torch_index_to_pip_and_only_when_set():
         r"pip install --quiet(.*)\\\n\s*\$\(grep '\^torch==' requirements.txt\)"
     )
     default = _make_dry_run(".venv/.installed")
-    assert "-m helpers.makevenv .venv" in default
+    assert "-m tools.makevenv .venv" in default
     assert torch_line.search(default).group(1).strip() == ""
     cpu = _make_dry_run(".venv/.installed", "TORCH_INDEX=https://download.pytorch.org/whl/cpu")
     assert torch_line.search(cpu).group(1).strip() == (
         "--index-url https://download.pytorch.org/whl/cpu"
     )
     assert cpu.count("--index-url") == 1  # torch only: the rest comes from PyPI
+
+
+def test_make_lab_leaves_litgpts_environment_to_chapter_11_and_make_test_builds_it():
+    lab = _make_dry_run("lab")
+    assert "tools.makevenv .venv-litgpt" not in lab and "jupyter lab" in lab
+    for target in ("test", "notebooks"):
+        assert "tools.makevenv .venv-litgpt" in _make_dry_run(target)
 
 
 def test_make_test_uses_the_packaged_sanitize_file_and_no_global_warning_filter():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shlex
 import sys
 import time
 
@@ -145,8 +148,57 @@ def test_shown_commands_hide_the_machine_specific_parts(tmp_path):
     cmd = launch.command("accelerate", ["--steps", "2"], 2, config_file=config, port=1234)
     text = launch.shown(cmd)
     assert text.startswith("accelerate launch --config_file")
-    assert "1234" not in text and "<free port>" in text
+    # the free port chosen for this call is shown as 0: accelerate then picks one itself
+    assert "1234" not in text and "--main_process_port 0 " in text
     assert launch.shown(launch.command("python", [], 1)) == "python -m helpers.train"
+    with_out = launch.command("python", ["--steps", "2"], 1, out="runs/a.json")
+    assert launch.shown(with_out) == "python -m helpers.train --steps 2 --out runs/a.json"
+
+
+def _launcher_and_job(text: str) -> tuple[str, argparse.Namespace, argparse.Namespace]:
+    """Parse a printed command as the shell and the launcher would: (launcher, its
+    arguments, the arguments ``helpers.train`` gets)."""
+    from accelerate.commands.launch import launch_command_parser
+    from torch.distributed.run import get_args_parser
+
+    from helpers import train
+
+    assert not set("<>|;&") & set(text), f"the shell would read {text!r} differently"
+    words = shlex.split(text)
+    if words[:2] == ["accelerate", "launch"]:
+        launcher, args = "accelerate", launch_command_parser().parse_args(words[2:])
+    elif words[0] == "torchrun":
+        launcher, args = "torchrun", get_args_parser().parse_args(words[1:])
+    else:
+        pytest.fail(f"not a launcher command: {text!r}")
+    assert (args.module, args.training_script) == (True, "helpers.train")
+    return launcher, args, train.build_parser().parse_args(args.training_script_args)
+
+
+def test_printed_commands_run_as_printed(tmp_path):
+    """The commands chapter 09 prints parse with the launcher's parser and with
+    helpers.train's own, --out included (without it, helpers.train refuses to start)."""
+    job = launch.job_args(steps=8, lr=2e-3, bf16="no", batch=2)
+    config = launch.write_accelerate_config(tmp_path / "a.yaml", 2)
+    for launcher, kwargs in (("torchrun", {}), ("accelerate", {"config_file": config})):
+        cmd = launch.command(launcher, job, 2, out="outputs/09_runs/x.json", **kwargs)
+        name, args, job_args = _launcher_and_job(launch.shown(cmd))
+        assert name == launcher
+        assert (job_args.out, job_args.steps, job_args.batch) == ("outputs/09_runs/x.json", 8, 2)
+        if launcher == "accelerate":
+            assert args.main_process_port == 0  # accelerate picks a free port
+    # the several-machine commands, with the node rank set the way they set it
+    text = launch.multinode_commands(nnodes=2, nproc_per_node=8)
+    assert "NODE_RANK=0" in text.split("--node_rank=$NODE_RANK")[0]
+    joined = text.replace("\\\n", " ")  # the shell's line continuations
+    commands = [
+        line.replace("$NODE_RANK", "0")
+        for line in joined.splitlines()
+        if line.startswith(("torchrun", "accelerate"))
+    ]
+    assert len(commands) == 3
+    for line in commands:
+        assert _launcher_and_job(line)[2].out == "losses.json"
 
 
 def test_deepspeed_config_follows_the_stage_and_refuses_nonsense():
@@ -156,6 +208,23 @@ def test_deepspeed_config_follows_the_stage_and_refuses_nonsense():
     assert "offload_optimizer" not in launch.deepspeed_config(2)["zero_optimization"]
     with pytest.raises(ValueError, match="needs ZeRO stage 3"):
         launch.deepspeed_config(2, offload_params=True)
+
+
+def test_the_backend_follows_the_device_the_ranks_train_on():
+    from helpers import train
+
+    assert train.DEVICE == "cpu"  # the job trains on CPU processes, on every machine
+    assert train.ddp_backend("cpu", 2) == "gloo"
+    assert train.ddp_backend("cuda", 8) == "nccl"  # NCCL moves CUDA tensors only
+    assert train.ddp_backend("cpu", 1) is None and train.ddp_backend("cuda", 1) is None
+
+
+def test_rank_0_writes_its_record_into_a_folder_it_creates(tmp_path):
+    from helpers import train
+
+    out = tmp_path / "fresh" / "out.json"  # a printed command, typed before any launch
+    assert train.run_rank(out, lambda: {"losses": [1.0]}) == 0
+    assert json.loads(out.read_text()) == {"losses": [1.0]}
 
 
 def test_this_machine_supports_cpu_process_groups():

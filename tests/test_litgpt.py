@@ -248,11 +248,11 @@ def test_peak_rss_sees_a_large_allocation():
 def test_round_trip_diagram_names_every_command():
     import matplotlib.pyplot as plt
 
-    from helpers.diagrams import _draw
+    from helpers.diagrams import canvas
     from helpers.diagrams.litgpt import round_trip
 
     fig = round_trip()
-    drawn = "\n".join(_draw.texts(fig))
+    drawn = "\n".join(canvas.texts(fig))
     for command in ("convert_to_litgpt", "finetune_lora", "convert_from_litgpt"):
         assert command in drawn
     plt.close(fig)

@@ -493,19 +493,21 @@ def test_monitor_widget_panel_updates(tiny, yoda, tmp_path, capsys):
     assert "step 2/2" in monitor._status.value
 
 
-def test_monitor_is_a_trainer_callback_class_exported_where_it_was():
+def test_monitor_is_a_trainer_callback_class_exported_by_the_package():
     from transformers import TrainerCallback
 
     from helpers.memory import monitor as monitor_module
 
     assert isinstance(memory.MemoryMonitor, type)
-    assert memory.MemoryMonitor is widgets_module.MemoryMonitor is monitor_module.MemoryMonitor
+    assert memory.MemoryMonitor is monitor_module.MemoryMonitor
     monitor = memory.MemoryMonitor(every=5)
     assert isinstance(monitor, TrainerCallback) and monitor.every == 5
     # events it does not handle are the base class's no-ops
     assert monitor.on_save(None, None, "control") is None
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
-        widgets_module.Nothing  # noqa: B018
+        memory.Nothing  # noqa: B018
+    # the calculator's module does not know the monitor (no cycle between the two widgets)
+    assert not hasattr(widgets_module, "MemoryMonitor")
 
 
 def test_importing_the_memory_package_does_not_import_transformers():

@@ -55,7 +55,7 @@ def test_REAL_MODEL_predicted_rss_within_20_percent_of_fresh_processes():
     """
     from helpers.memory.process import measure_in_fresh_process
 
-    if measure_module._proc_status_bytes("VmHWM") is None:
+    if measure_module.proc_status_bytes("VmHWM") is None:
         pytest.skip("peak RSS needs Linux's /proc/self/status")
     configs = [
         {"batch_size": 2, "seq_len": 64, "lora": 16},

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from helpers import notebooks, pins
+from helpers import pins
 from helpers.repo import repo_root
+from tools import notebooks
 
 ROOT = repo_root()
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -177,7 +178,7 @@ def test_every_import_must_come_from_the_pins(tmp_path):
 def test_colab_notebooks_must_be_stored_unexecuted_with_badge_and_install(tmp_path):
     import nbformat
 
-    from helpers import colab
+    from tools import colab
 
     badge = nbformat.v4.new_markdown_cell("badge")
     badge.id = colab.BADGE_ID

@@ -391,8 +391,10 @@ def test_scale_bytes_of_an_8bit_model_are_one_float_per_row():
 def test_log_once_lets_each_message_through_once(caplog):
     import logging
 
-    Q.log_once("course.test.logger")
-    Q.log_once("course.test.logger")  # idempotent: a single filter
+    from helpers.logs import log_once
+
+    log_once("course.test.logger")
+    log_once("course.test.logger")  # idempotent: a single filter
     logger = logging.getLogger("course.test.logger")
     assert len(logger.filters) == 1
     with caplog.at_level(logging.WARNING, logger="course.test.logger"):

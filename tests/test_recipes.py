@@ -15,6 +15,29 @@ def test_the_cache_folder_changes_with_the_recipe_and_not_otherwise():
     assert same.name.startswith("yoda-")
 
 
+def test_the_cache_key_covers_what_decides_the_trained_adapter(monkeypatch):
+    """A new bitsandbytes, a new model conversion or changed loss code trains afresh."""
+    same = recipes.adapter_dir()
+    made = recipes.provenance()
+    assert set(made["versions"]) >= {"torch", "transformers", "trl", "peft", "bitsandbytes"}
+    assert "training.py" in made["sources"] and made["conversion"] == recipes.CONVERSION_VERSION
+    versions = recipes._library_versions()
+    monkeypatch.setattr(recipes, "_library_versions", lambda: dict(versions, bitsandbytes="0.0.1"))
+    assert recipes.adapter_dir() != same
+    monkeypatch.undo()
+    monkeypatch.setattr(recipes, "CONVERSION_VERSION", recipes.CONVERSION_VERSION + 1)
+    assert recipes.adapter_dir() != same
+    monkeypatch.undo()
+    real_read = recipes.Path.read_bytes
+
+    def edited(path):
+        data = real_read(path)
+        return data + b"# edited" if path.name == "training.py" else data
+
+    monkeypatch.setattr(recipes.Path, "read_bytes", edited)
+    assert recipes.adapter_dir() != same
+
+
 def test_a_tiny_recipe_trains_once_saves_an_adapter_and_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     tiny = dict(recipes.YODA_RECIPE, model="tiny-random-smollm2", quantization=None, max_steps=2)
@@ -24,6 +47,7 @@ def test_a_tiny_recipe_trains_once_saves_an_adapter_and_is_reused(tmp_path, monk
     assert not (folder / "run").exists(), "the trainer's checkpoints are not kept"
     record = json.loads((folder / "recipe.json").read_text())
     assert record["recipe"] == tiny and record["train_loss"] > 0
+    assert record["sources"] == recipes.provenance(tiny)["sources"]
 
     calls = []
     monkeypatch.setattr(recipes, "train_yoda_adapter", lambda *a: calls.append(a))

@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import workspace
 from helpers.grading import cells, student
+from tools import workspace
 
 ROOT = workspace.ROOT
 CHAPTERS = workspace.chapters()
@@ -188,7 +188,7 @@ def test_make_lab_makes_the_working_copies_then_opens_jupyterlab_on_them(make):
     result = make("-n", "-o", f"{sys.prefix}/.model-ready", "lab")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    sync = next(i for i, line in enumerate(lines) if "-m helpers.workspace sync" in line)
+    sync = next(i for i, line in enumerate(lines) if "-m tools.workspace sync" in line)
     lab = next(i for i, line in enumerate(lines) if "jupyter lab" in line)
     assert sync < lab
     assert "--dir my-notebooks" in lines[sync]

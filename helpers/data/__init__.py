@@ -16,6 +16,11 @@ doc-sections which part of the Python reference a paragraph is from:   PSF text,
 yoda-pairs   preference pairs on the Yoda sentences: chosen = the      Apache-2.0
              right answer, rejected = English, a near miss or the
              chapter-00 adapter's own mistake (``yoda_pairs.py``)
+larger-      which of two numbers (10-99) is larger, 400 train / 200   Apache-2.0
+number       test, prompts with a checkable answer (``larger_number.py``)
+tool-calls   requests answered with tool calls (one, two) or plain     Apache-2.0
+             text, 320 train / 40 validation / 80 test, conversational
+             with a ``tools`` column (``tool_calls.py``)
 ============ ========================================================= ==========
 """
 
@@ -24,6 +29,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import larger_number, tool_calls
+from .doc_sections import read_file, to_example
+from .python_docs import read_snapshot
+from .yoda_pairs import pair_rows
+
 HERE = Path(__file__).resolve().parent
 
 DATASETS = {
@@ -31,6 +41,8 @@ DATASETS = {
     "python-docs": "Python's reference documentation, plain text (causal language modelling)",
     "doc-sections": "Python docs paragraph -> part of the reference (4 labels, classification)",
     "yoda-pairs": "Preference pairs on the Yoda task (prompt, chosen, rejected; DPO)",
+    "larger-number": "Which of two numbers is larger (prompt and checkable answer; GRPO)",
+    "tool-calls": "Requests -> tool calls or plain text (conversational, with tools; chapter 12)",
 }
 
 
@@ -64,25 +76,29 @@ def load_dataset(name: str, split: str | None = None):
     if name not in DATASETS:
         known = ", ".join(repr(n) for n in DATASETS)
         raise ValueError(f"Unknown data set {name!r}. The course bundles: {known}.")
+    if name == "tool-calls":
+        splits = tool_calls.dataset_splits()
+        if split not in (None, *splits):
+            raise ValueError(f"split={split!r}: use one of {sorted(splits)} or None (all).")
+        return splits[split] if split else DatasetDict(splits)
     if split not in (None, "train", "test"):
         raise ValueError(f"split={split!r}: use 'train', 'test' or None (both).")
     if name == "yoda":
         splits = {s: Dataset.from_list(_yoda_rows(s)) for s in ("train", "test")}
     elif name == "doc-sections":
-        from .doc_sections import read_file, to_example
-
         rows = read_file()
         splits = {
             s: Dataset.from_list([to_example(r) for r in rows if r["split"] == s])
             for s in ("train", "test")
         }
+    elif name == "larger-number":
+        splits = {
+            s: Dataset.from_list([larger_number.to_example(r) for r in larger_number.read_split(s)])
+            for s in ("train", "test")
+        }
     elif name == "yoda-pairs":
-        from .yoda_pairs import pair_rows
-
         splits = {s: Dataset.from_list(pair_rows(s)) for s in ("train", "test")}
     else:
-        from .python_docs import read_snapshot
-
         records = read_snapshot()
         splits = {
             s: Dataset.from_list(

@@ -28,8 +28,8 @@ Provenance and licence
     are stored in ``yoda_adapter_mistakes.jsonl`` so that loading the pairs needs
     no model. All of it is part of the course, under Apache-2.0.
 
-Regenerate the mistakes file with ``python -m helpers.data.yoda_pairs`` (it loads
-the adapter and generates; a few minutes on a CPU). The pairs themselves are built
+Regenerate the mistakes file from a clone with ``python -m tools.yoda_mistakes`` (it
+loads the adapter and generates; a few minutes on a CPU). The pairs themselves are built
 from the files at load time, deterministically.
 """
 
@@ -115,46 +115,3 @@ def pair_rows(split: str) -> list[dict]:
     with open(HERE / f"yoda_{split}.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     return build_pairs(rows, read_mistakes())
-
-
-def sample_mistakes(limit_train: int = 600, batch_size: int = 25) -> list[dict]:
-    """Greedy answers of chapter 00's adapter (4-bit base) that are not exact matches.
-
-    Every test sentence and the first `limit_train` train sentences are answered.
-    """
-    from ..evaluation import exact_match
-    from ..generation import generate
-    from ..models import load_model
-    from ..recipes import YODA_RECIPE, yoda_adapter
-    from ..training import load_adapter
-
-    base, tokenizer = load_model(YODA_RECIPE["model"], quantization=YODA_RECIPE["quantization"])
-    model = load_adapter(base, str(yoda_adapter()))
-    mistakes = []
-    for split, limit in (("test", None), ("train", limit_train)):
-        with open(HERE / f"yoda_{split}.jsonl", encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f][:limit]
-        answers = generate(
-            model,
-            tokenizer,
-            [r["messages"][:-1] for r in rows],
-            max_new_tokens=48,
-            batch_size=batch_size,
-        )
-        for row, answer in zip(rows, answers, strict=True):
-            if not exact_match(answer, row["yoda"]):
-                mistakes.append({"id": row["id"], "split": split, "answer": answer})
-    return mistakes
-
-
-def write_mistakes(path: Path = MISTAKES_FILE, **kwargs) -> Path:
-    """Sample the adapter's mistakes and store them (one JSON object a line)."""
-    rows = sample_mistakes(**kwargs)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
-
-
-if __name__ == "__main__":
-    print(write_mistakes())

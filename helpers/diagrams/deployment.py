@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from ._draw import COMPUTE, FROZEN, QUANTIZED, TRAINED, arrow, blank_axes, box, legend
+from .canvas import COMPUTE, FROZEN, QUANTIZED, TRAINED, arrow, blank_axes, box, legend
 
 EXITS = (
     ("safetensors\n(merged checkpoint)", "transformers, vLLM, TGI,\nthe chapter's HTTP server"),

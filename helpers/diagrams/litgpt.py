@@ -7,16 +7,16 @@ weights come back as a ``model.pth`` that transformers loads into the same model
 
 from __future__ import annotations
 
-from . import _draw
+from . import canvas
 
 STEPS = [
-    ("HF checkpoint\nmodel.safetensors\nconfig.json, tokenizer", _draw.FROZEN),
-    ("litgpt\nconvert_to_litgpt", _draw.COMPUTE),
-    ("LitGPT checkpoint\nlit_model.pth\nmodel_config.yaml", _draw.FROZEN),
-    ("litgpt finetune_lora\n(merges at the end)", _draw.COMPUTE),
-    ("fine-tuned\nlit_model.pth\n(+ lit_model.pth.lora)", _draw.TRAINED),
-    ("litgpt\nconvert_from_litgpt", _draw.COMPUTE),
-    ("model.pth\n→ transformers\nload_state_dict", _draw.TRAINED),
+    ("HF checkpoint\nmodel.safetensors\nconfig.json, tokenizer", canvas.FROZEN),
+    ("litgpt\nconvert_to_litgpt", canvas.COMPUTE),
+    ("LitGPT checkpoint\nlit_model.pth\nmodel_config.yaml", canvas.FROZEN),
+    ("litgpt finetune_lora\n(merges at the end)", canvas.COMPUTE),
+    ("fine-tuned\nlit_model.pth\n(+ lit_model.pth.lora)", canvas.TRAINED),
+    ("litgpt\nconvert_from_litgpt", canvas.COMPUTE),
+    ("model.pth\n→ transformers\nload_state_dict", canvas.TRAINED),
 ]
 
 
@@ -27,15 +27,19 @@ def round_trip(steps: list[tuple[str, str]] | None = None):
     steps = steps or STEPS
     width, gap, height = 2.6, 0.55, 1.6
     fig, ax = plt.subplots(figsize=(13, 2.6))
-    _draw.blank_axes(ax, len(steps) * (width + gap), 2.6, equal=False)
+    canvas.blank_axes(ax, len(steps) * (width + gap), 2.6, equal=False)
     for i, (text, color) in enumerate(steps):
         x = i * (width + gap) + gap / 2
-        _draw.box(ax, x, 0.5, width, height, text, color, fontsize=8.5)
+        canvas.box(ax, x, 0.5, width, height, text, color, fontsize=8.5)
         if i:
-            _draw.arrow(ax, (x - gap, 0.5 + height / 2), (x, 0.5 + height / 2))
-    _draw.legend(
+            canvas.arrow(ax, (x - gap, 0.5 + height / 2), (x, 0.5 + height / 2))
+    canvas.legend(
         ax,
-        {"files": _draw.FROZEN, "litgpt command": _draw.COMPUTE, "trained weights": _draw.TRAINED},
+        {
+            "files": canvas.FROZEN,
+            "litgpt command": canvas.COMPUTE,
+            "trained weights": canvas.TRAINED,
+        },
         loc="upper center",
         ncol=3,
         bbox_to_anchor=(0.5, 1.08),

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..lora import ATTENTION, MLP
-from . import _draw
+from ..numbers import SMOLLM2_135M_CONFIG
+from . import canvas
 
 SMOLLM2_Q_PROJ = (576, 576)
 """(d_in, d_out) of SmolLM2-135M's q_proj."""
@@ -33,9 +34,9 @@ def lora_matrices(d_in: int = 576, d_out: int = 576, r: int = 8, name: str = "q_
     w_width, w_height = d_in * unit, d_out * unit
     fig, ax = plt.subplots(figsize=(10, 4.2))
     width, height = 2 * w_width + thin + 4.2, w_height + 1.6
-    _draw.blank_axes(ax, width, height)
+    canvas.blank_axes(ax, width, height)
     base = 0.6
-    _draw.box(ax, 0.2, base, w_width, w_height, "", _draw.FROZEN, rounded=False)
+    canvas.box(ax, 0.2, base, w_width, w_height, "", canvas.FROZEN, rounded=False)
     ax.text(0.2 + w_width / 2, base + w_height / 2 + 0.25, "W  (frozen)", ha="center", fontsize=12)
     ax.text(
         0.2 + w_width / 2,
@@ -48,11 +49,11 @@ def lora_matrices(d_in: int = 576, d_out: int = 576, r: int = 8, name: str = "q_
     plus_x = 0.2 + w_width + 0.55
     ax.text(plus_x, base + w_height / 2, "+  α/r ·", ha="center", va="center", fontsize=13)
     b_x = plus_x + 0.65
-    _draw.box(ax, b_x, base, thin, w_height, "", _draw.TRAINED, rounded=False)
+    canvas.box(ax, b_x, base, thin, w_height, "", canvas.TRAINED, rounded=False)
     ax.text(b_x + thin / 2, base + w_height + 0.12, f"B\n{d_out} x {r}", ha="center", fontsize=10)
     a_x = b_x + thin + 0.35
     a_y = base + w_height - thin
-    _draw.box(ax, a_x, a_y, d_in * unit, thin, "", _draw.TRAINED, rounded=False)
+    canvas.box(ax, a_x, a_y, d_in * unit, thin, "", canvas.TRAINED, rounded=False)
     ax.text(
         a_x + d_in * unit / 2, a_y - 0.12, f"A\n{r} x {d_in}", ha="center", va="top", fontsize=10
     )
@@ -97,7 +98,7 @@ def decoder_block(config: Mapping | Any | None = None, target_modules="all-linea
     import matplotlib.pyplot as plt
 
     if config is None:
-        from ..numbers import SMOLLM2_135M_CONFIG as config
+        config = SMOLLM2_135M_CONFIG
     adapted = _adapted(target_modules)
     hidden, inter = _get(config, "hidden_size"), _get(config, "intermediate_size")
     heads, kv_heads = _get(config, "num_attention_heads"), _get(config, "num_key_value_heads")
@@ -118,16 +119,16 @@ def decoder_block(config: Mapping | Any | None = None, target_modules="all-linea
     layers, vocab = _get(config, "num_hidden_layers"), _get(config, "vocab_size")
 
     fig, ax = plt.subplots(figsize=(8, 9.5))
-    _draw.blank_axes(ax, 10, 15.2, equal=False)
+    canvas.blank_axes(ax, 10, 15.2, equal=False)
 
     def linear(name, x, y, w=2.6):
         d_in, d_out = shapes[name]
         on = name in adapted
         label = f"{name}\n{d_in} → {d_out}" + (f"\n+ LoRA r={r}" if on else "")
-        _draw.box(ax, x, y, w, 1.15, label, _draw.TRAINED if on else _draw.FROZEN, fontsize=8)
+        canvas.box(ax, x, y, w, 1.15, label, canvas.TRAINED if on else canvas.FROZEN, fontsize=8)
 
-    _draw.box(ax, 3.2, 0.2, 3.6, 0.8, f"embed_tokens  {vocab:,} x {hidden}", fontsize=8)
-    _draw.arrow(ax, (5, 1.0), (5, 1.5))
+    canvas.box(ax, 3.2, 0.2, 3.6, 0.8, f"embed_tokens  {vocab:,} x {hidden}", fontsize=8)
+    canvas.arrow(ax, (5, 1.0), (5, 1.5))
     # the repeated block
     ax.add_patch(
         plt.Rectangle((0.15, 1.5), 9.7, 11.1, fill=False, linestyle="--", edgecolor="gray")
@@ -135,41 +136,41 @@ def decoder_block(config: Mapping | Any | None = None, target_modules="all-linea
     ax.text(
         9.75, 12.4, f"decoder block  x {layers}", ha="right", va="top", fontsize=9, color="dimgray"
     )
-    _draw.box(ax, 3.2, 1.9, 3.6, 0.6, "input_layernorm (RMSNorm)", fontsize=8)
+    canvas.box(ax, 3.2, 1.9, 3.6, 0.6, "input_layernorm (RMSNorm)", fontsize=8)
     for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
         linear(name, 0.5 + 3.1 * i, 2.9)
-        _draw.arrow(ax, (5, 2.5), (1.8 + 3.1 * i, 2.9))
-    _draw.box(
+        canvas.arrow(ax, (5, 2.5), (1.8 + 3.1 * i, 2.9))
+    canvas.box(
         ax,
         2.6,
         4.55,
         4.8,
         0.7,
         f"attention: {heads} query heads, {kv_heads} key/value heads",
-        _draw.COMPUTE,
+        canvas.COMPUTE,
         fontsize=8,
     )
     for i in range(3):
-        _draw.arrow(ax, (1.8 + 3.1 * i, 4.05), (5, 4.55))
+        canvas.arrow(ax, (1.8 + 3.1 * i, 4.05), (5, 4.55))
     linear("o_proj", 3.7, 5.6)
-    _draw.arrow(ax, (5, 5.25), (5, 5.6))
+    canvas.arrow(ax, (5, 5.25), (5, 5.6))
     ax.text(5, 7.05, "+ residual", ha="center", fontsize=8)
-    _draw.arrow(ax, (5, 6.75), (5, 7.4))
-    _draw.box(ax, 3.2, 7.4, 3.6, 0.6, "post_attention_layernorm (RMSNorm)", fontsize=8)
+    canvas.arrow(ax, (5, 6.75), (5, 7.4))
+    canvas.box(ax, 3.2, 7.4, 3.6, 0.6, "post_attention_layernorm (RMSNorm)", fontsize=8)
     for i, name in enumerate(("gate_proj", "up_proj")):
         linear(name, 1.7 + 3.6 * i, 8.4)
-        _draw.arrow(ax, (5, 8.0), (3.0 + 3.6 * i, 8.4))
-    _draw.box(ax, 3.4, 9.95, 3.2, 0.6, "SiLU(gate) x up", _draw.COMPUTE, fontsize=8)
+        canvas.arrow(ax, (5, 8.0), (3.0 + 3.6 * i, 8.4))
+    canvas.box(ax, 3.4, 9.95, 3.2, 0.6, "SiLU(gate) x up", canvas.COMPUTE, fontsize=8)
     for i in range(2):
-        _draw.arrow(ax, (3.0 + 3.6 * i, 9.55), (5, 9.95))
+        canvas.arrow(ax, (3.0 + 3.6 * i, 9.55), (5, 9.95))
     linear("down_proj", 3.7, 10.9)
-    _draw.arrow(ax, (5, 10.55), (5, 10.9))
+    canvas.arrow(ax, (5, 10.55), (5, 10.9))
     ax.text(5, 12.25, "+ residual", ha="center", fontsize=8)
-    _draw.arrow(ax, (5, 12.05), (5, 12.9))
-    _draw.box(ax, 3.2, 12.9, 3.6, 0.6, "norm (RMSNorm)", fontsize=8)
-    _draw.arrow(ax, (5, 13.5), (5, 13.9))
+    canvas.arrow(ax, (5, 12.05), (5, 12.9))
+    canvas.box(ax, 3.2, 12.9, 3.6, 0.6, "norm (RMSNorm)", fontsize=8)
+    canvas.arrow(ax, (5, 13.5), (5, 13.9))
     tied = _get(config, "tie_word_embeddings")
-    _draw.box(
+    canvas.box(
         ax,
         2.7,
         13.9,
@@ -184,12 +185,12 @@ def decoder_block(config: Mapping | Any | None = None, target_modules="all-linea
         f"{count:,} trainable parameters at r={r}",
         fontsize=10,
     )
-    _draw.legend(
+    canvas.legend(
         ax,
         {
-            "frozen + LoRA (A, B train)": _draw.TRAINED,
-            "frozen, not adapted": _draw.FROZEN,
-            "no weights of its own": _draw.COMPUTE,
+            "frozen + LoRA (A, B train)": canvas.TRAINED,
+            "frozen, not adapted": canvas.FROZEN,
+            "no weights of its own": canvas.COMPUTE,
         },
         loc="lower left",
     )

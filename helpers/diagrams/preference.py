@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from . import _draw
+from . import canvas
 
 WATCHED = (
     "rewards/margins",
@@ -28,33 +28,33 @@ def dpo_flow(beta: float = 0.1):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4.2))
-    _draw.blank_axes(ax, 22, 8.4, equal=False)
-    _draw.box(ax, 0.2, 5.2, 4.0, 2.2, "prompt +\nchosen answer", _draw.FROZEN, fontsize=9)
-    _draw.box(ax, 0.2, 1.0, 4.0, 2.2, "prompt +\nrejected answer", _draw.FROZEN, fontsize=9)
-    _draw.box(
+    canvas.blank_axes(ax, 22, 8.4, equal=False)
+    canvas.box(ax, 0.2, 5.2, 4.0, 2.2, "prompt +\nchosen answer", canvas.FROZEN, fontsize=9)
+    canvas.box(ax, 0.2, 1.0, 4.0, 2.2, "prompt +\nrejected answer", canvas.FROZEN, fontsize=9)
+    canvas.box(
         ax,
         6.0,
         5.2,
         4.6,
         2.2,
         "policy\nbase + adapter 'default'\n(trains)",
-        _draw.TRAINED,
+        canvas.TRAINED,
         fontsize=8,
     )
-    _draw.box(
+    canvas.box(
         ax,
         6.0,
         1.0,
         4.6,
         2.2,
         "reference\nbase + adapter 'ref'\n(frozen copy)",
-        _draw.QUANTIZED,
+        canvas.QUANTIZED,
         fontsize=8,
     )
     for y in (6.3, 2.1):
-        _draw.arrow(ax, (4.2, y), (6.0, 6.3))
-        _draw.arrow(ax, (4.2, y), (6.0, 2.1), linestyle="--")
-    _draw.box(
+        canvas.arrow(ax, (4.2, y), (6.0, 6.3))
+        canvas.arrow(ax, (4.2, y), (6.0, 2.1), linestyle="--")
+    canvas.box(
         ax,
         12.4,
         3.1,
@@ -62,25 +62,29 @@ def dpo_flow(beta: float = 0.1):
         2.4,
         "log p of each answer\n(sum over its tokens)\n"
         f"reward = {beta:g} x\n(log p_policy - log p_ref)",
-        _draw.COMPUTE,
+        canvas.COMPUTE,
         fontsize=8,
     )
-    _draw.arrow(ax, (10.6, 6.3), (12.4, 4.6))
-    _draw.arrow(ax, (10.6, 2.1), (12.4, 4.0))
-    _draw.box(
+    canvas.arrow(ax, (10.6, 6.3), (12.4, 4.6))
+    canvas.arrow(ax, (10.6, 2.1), (12.4, 4.0))
+    canvas.box(
         ax,
         18.2,
         3.1,
         3.6,
         2.4,
         "margin =\nreward(chosen)\n- reward(rejected)\nloss = -log σ(margin)",
-        _draw.COMPUTE,
+        canvas.COMPUTE,
         fontsize=8,
     )
-    _draw.arrow(ax, (16.8, 4.3), (18.2, 4.3))
-    _draw.legend(
+    canvas.arrow(ax, (16.8, 4.3), (18.2, 4.3))
+    canvas.legend(
         ax,
-        {"trained": _draw.TRAINED, "frozen reference": _draw.QUANTIZED, "computed": _draw.COMPUTE},
+        {
+            "trained": canvas.TRAINED,
+            "frozen reference": canvas.QUANTIZED,
+            "computed": canvas.COMPUTE,
+        },
         loc="upper right",
     )
     ax.set_title("one DPO step on one pair: a second adapter on the same base is the reference")

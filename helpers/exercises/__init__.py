@@ -46,11 +46,11 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}
 
 
-class _Missing(Exception):
+class AnswerMissing(Exception):
     """The answer cannot be compared at all (blank, wrong type); the message says why."""
 
 
-class _NotAnswered(_Missing):
+class NotAnswered(AnswerMissing):
     """The learner has not written the answer yet (a function whose body is still ``...``)."""
 
 
@@ -85,12 +85,12 @@ def call_answer(function: Any, *args: Any, **kwargs: Any) -> Any:
     wrong answer. Anything that is not a function is refused with a hint.
     """
     if not callable(function):
-        raise _Missing(
+        raise AnswerMissing(
             f"this exercise asks for a function (def ...), got {type(function).__name__}"
         )
     result = function(*args, **kwargs)
     if result is None or result is Ellipsis:
-        raise _NotAnswered(
+        raise NotAnswered(
             "write the body of the function (it returns nothing yet) and run the cell"
         )
     return result
@@ -137,16 +137,16 @@ def verdict(exercise_id: str, answer: Any) -> tuple[bool, str]:
     try:
         if exercise.compare(answer, expected):
             return True, f"{prefix}: correct"
-    except _NotAnswered as why:
+    except NotAnswered as why:
         return False, f"{prefix}: not answered yet: {why}"
-    except _Missing as why:
+    except AnswerMissing as why:
         return False, f"{prefix}: not yet: {why}"
     except Exception as err:  # the learner's code raised inside the check
         return False, f"{prefix}: not yet: your answer raised {type(err).__name__}: {err}"
     for rule in exercise.hints:
         try:
             hint = rule(answer, expected)
-        except _Missing:
+        except AnswerMissing:
             hint = None
         if hint:
             return False, f"{prefix}: not yet: {hint}"
@@ -171,20 +171,20 @@ def _get(exercise_id: str) -> Exercise:
 
 
 def as_number(answer: Any) -> float:
-    """A real number from an int, float, numpy scalar or one-element tensor; else _Missing."""
+    """A real number from an int, float, numpy scalar or one-element tensor; else AnswerMissing."""
     if isinstance(answer, bool):
-        raise _Missing("give a number, not True/False")
+        raise AnswerMissing("give a number, not True/False")
     if isinstance(answer, str):
-        raise _Missing("give a number, not a string (no quotes)")
+        raise AnswerMissing("give a number, not a string (no quotes)")
     if hasattr(answer, "item"):  # numpy scalar or array, torch tensor
         try:
             answer = answer.item()
         except (ValueError, RuntimeError) as err:
-            raise _Missing("give a single number") from err
+            raise AnswerMissing("give a single number") from err
     try:
         return float(answer)
     except (TypeError, ValueError) as err:
-        raise _Missing(f"give a single number, not a {type(answer).__name__}") from err
+        raise AnswerMissing(f"give a single number, not a {type(answer).__name__}") from err
 
 
 def number(rel_tol: float = 0.0, abs_tol: float = 0.0) -> Callable[[Any, Any], bool]:
@@ -202,7 +202,7 @@ def number(rel_tol: float = 0.0, abs_tol: float = 0.0) -> Callable[[Any, Any], b
 def same_set(answer: Any, expected: Iterable) -> bool:
     """Compare as sets of numbers: order and repeats do not matter."""
     if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
-        raise _Missing("give a list of numbers, e.g. [1.0, 2.0]")
+        raise AnswerMissing("give a list of numbers, e.g. [1.0, 2.0]")
     return {as_number(a) for a in answer} == {float(e) for e in expected}
 
 
@@ -212,7 +212,7 @@ def one_of(choices: Iterable[str]) -> Callable[[Any, Any], bool]:
 
     def compare(answer, expected):
         if not isinstance(answer, str) or answer.strip().lower() not in allowed:
-            raise _Missing(f"answer with one of: {', '.join(repr(c) for c in allowed)}")
+            raise AnswerMissing(f"answer with one of: {', '.join(repr(c) for c in allowed)}")
         return answer.strip().lower() == expected
 
     return compare

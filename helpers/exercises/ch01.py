@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from . import call_answer, near_value, number, register
+from . import as_number, call_answer, near_value, number, register
 
 SURVIVAL_CASES = (
     ("fp16", 0.25),
@@ -146,8 +146,6 @@ def _memory_cases():
 
 def _memory_answers(function) -> dict:
     """The learner's 01.3 function on every (model, format), each given a fresh copy."""
-    from . import as_number
-
     return {
         (name, fmt): as_number(call_answer(function, dict(MODEL_CONFIGS[name]), fmt))
         for name, fmt in _memory_cases()

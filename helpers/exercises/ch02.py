@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import _Missing, as_number, call_answer, near_ratio, near_value, number, register
+from . import AnswerMissing, as_number, call_answer, near_ratio, near_value, number, register
 
 QUANTIZER_SEED = 2026
 """Exercise 02.1 draws its test tensors from this seed: tensors the chapter never shows."""
@@ -37,10 +37,10 @@ def _as_codes_and_scale(result):
     import torch
 
     if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise _Missing("return two things, (codes, scale), like quantization.absmax_quantize")
+        raise AnswerMissing("return two things, (codes, scale), like quantization.absmax_quantize")
     codes, scale = (torch.as_tensor(part).detach().cpu() for part in result)
     if scale.numel() != 1:
-        raise _Missing("one scale for the whole tensor: the scale should be a single number")
+        raise AnswerMissing("one scale for the whole tensor: the scale should be a single number")
     return codes, float(scale.reshape(()))
 
 
@@ -206,9 +206,11 @@ BNB_FIELDS = {
 
 def _bnb_fields(config) -> dict:
     if isinstance(config, dict):
-        raise _Missing("build the config object: BitsAndBytesConfig(...) from transformers")
+        raise AnswerMissing("build the config object: BitsAndBytesConfig(...) from transformers")
     if type(config).__name__ != "BitsAndBytesConfig":
-        raise _Missing(f"give a transformers BitsAndBytesConfig, not a {type(config).__name__}")
+        raise AnswerMissing(
+            f"give a transformers BitsAndBytesConfig, not a {type(config).__name__}"
+        )
     return {field: getattr(config, field) for field in BNB_FIELDS}
 
 

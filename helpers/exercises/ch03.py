@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from . import _Missing, call_answer, near_value, number, register
+from . import AnswerMissing, call_answer, near_value, number, register
 
 RSLORA_R, RSLORA_ALPHA = 64, 16
 """Exercise 03.1: the rank and alpha of a LoraConfig with use_rslora=True."""
@@ -108,7 +108,7 @@ def _applied(config) -> tuple[int, set[str], int]:
     from peft import LoraConfig, get_peft_model
 
     if not isinstance(config, LoraConfig):
-        raise _Missing(f"return a peft LoraConfig, not a {type(config).__name__}")
+        raise AnswerMissing(f"return a peft LoraConfig, not a {type(config).__name__}")
     model = _fresh_tiny_model()
     with warnings.catch_warnings():  # peft reads a renamed transformers property
         warnings.simplefilter("ignore", FutureWarning)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-from . import _Missing, as_number, call_answer, number, register
+from ..data import load_dataset
+from . import AnswerMissing, as_number, call_answer, number, register
 
 LOSS_EXAMPLE = 0
 """Exercise 04.1 counts the loss tokens of this row of the Yoda test split."""
@@ -46,8 +47,6 @@ def _tokenizer():
 
 @lru_cache(maxsize=2)
 def _split(name: str):
-    from ..data import load_dataset
-
     return load_dataset("yoda", name)
 
 
@@ -143,12 +142,12 @@ def _parts_with_loss() -> list[str]:
 
 def _as_parts(answer) -> set[str]:
     if isinstance(answer, str) or not isinstance(answer, Iterable):
-        raise _Missing(f"give a list of parts, chosen from {list(PARTS)}")
+        raise AnswerMissing(f"give a list of parts, chosen from {list(PARTS)}")
     chosen = set()
     for part in answer:
         name = part.strip().lower() if isinstance(part, str) else part
         if name not in PARTS:
-            raise _Missing(f"{part!r} is not one of the parts: choose from {list(PARTS)}")
+            raise AnswerMissing(f"{part!r} is not one of the parts: choose from {list(PARTS)}")
         chosen.add(name)
     return chosen
 
@@ -234,14 +233,14 @@ def _as_labels(result) -> list[int]:
     if hasattr(result, "tolist"):
         result = result.tolist()
     if isinstance(result, (str, bytes, dict)) or not isinstance(result, Iterable):
-        raise _Missing(
+        raise AnswerMissing(
             f"return the labels as a list of integers (one per token), got {type(result).__name__}"
         )
     labels = list(result)
     if labels and isinstance(labels[0], list) and len(labels) == 1:
         labels = labels[0]  # a batch of one row
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
-        raise _Missing("return a flat list of integers: token ids, and -100 where no loss")
+        raise AnswerMissing("return a flat list of integers: token ids, and -100 where no loss")
     return labels
 
 

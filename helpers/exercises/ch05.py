@@ -9,7 +9,9 @@ import io
 import tempfile
 import warnings
 
-from . import _Missing, call_answer, one_of, register
+from ..data import load_dataset
+from ..memory.estimate import estimate_training_memory
+from . import AnswerMissing, call_answer, one_of, register
 
 KNOB_CONFIG = {"batch_size": 8, "seq_len": 512, "lora_rank": 16}
 """Exercise 05.1: the starting point (fp32, SDPA, AdamW, no checkpointing)."""
@@ -28,8 +30,6 @@ MICRO_BATCH, ACCUMULATION = 2, 4
 
 def knob_savings() -> dict[str, int]:
     """Bytes each knob of exercise 05.1 saves on the predicted peak (the estimator)."""
-    from ..memory.estimate import estimate_training_memory
-
     base = estimate_training_memory("smollm2-135m-instruct", **KNOB_CONFIG).total
     return {
         knob: base
@@ -102,10 +102,9 @@ def run_one_step(config) -> StepRecord:
     from transformers.utils import logging as hf_logging
 
     from .. import models, training
-    from ..data import load_dataset
 
     if not isinstance(config, TrainingArguments):
-        raise _Missing(
+        raise AnswerMissing(
             f"return an SFTConfig (from trl import SFTConfig), got {type(config).__name__}"
         )
     model, tokenizer = models.load_model("tiny-random-smollm2", device="cpu")

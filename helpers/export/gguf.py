@@ -218,12 +218,14 @@ def ollama_modelfile(tokenizer, gguf_file: str, *, temperature: float = 0.0) -> 
 
     The TEMPLATE (Go template syntax) is derived from the tokenizer's own chat template,
     and the stop parameter is the end-of-turn token, so Ollama formats prompts exactly as
-    in training and stops where the model ends its answer.
+    in training and stops where the model ends its answer. The TEMPLATE loops over
+    ``.Messages`` only: Ollama puts the system prompt (the request's, or else SYSTEM) in
+    ``.Messages`` as a system message *and* in ``.System``, so rendering ``.System`` as well
+    would write it twice.
     """
     parts = template_parts(tokenizer)
     p, m, s = parts["prefix"], parts["middle"], parts["suffix"]
     template = (
-        f"{{{{- if .System }}}}{p}system{m}{{{{ .System }}}}{s}{{{{ end }}}}"
         f"{{{{- range .Messages }}}}{p}{{{{ .Role }}}}{m}{{{{ .Content }}}}{s}{{{{ end }}}}"
         f"{parts['generation']}"
     )

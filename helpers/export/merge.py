@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
+from ..models import is_quantized
+
 
 def merge_adapter(base_model, adapter_dir: str | Path):
     """Load the adapter on ``base_model`` (fp32) and merge it in: a plain transformers model."""
     from peft import PeftModel
 
-    if getattr(base_model, "is_loaded_in_4bit", False) or getattr(
-        base_model, "is_loaded_in_8bit", False
-    ):
+    if is_quantized(base_model):
         raise ValueError(
             "merge into a full-precision base: load it with quantization=None. Merged into "
             "4-bit or 8-bit weights, the LoRA update is rounded to the quantization grid "

@@ -83,7 +83,7 @@ def export(model, path: str | Path, *, opset: int = 17) -> Path:
         # above keep the ones that matter symbolic, and the round-trip test checks the graph
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # torch >= 2.9 calls this path legacy; the course keeps it knowingly (seconds, not
-        # minutes, and no onnxscript): see ACKNOWLEDGED in helpers/drift.py and chapter 08
+        # minutes, and no onnxscript): see ACKNOWLEDGED in tools/drift.py and chapter 08
         warnings.filterwarnings(
             "ignore", message="You are using the legacy TorchScript-based ONNX export"
         )

@@ -2,8 +2,8 @@
 
 - ``python -m helpers.grading.student CHAPTER.ipynb OUT.ipynb``: the student copy
   (solutions replaced by ``...``, their verdicts cleared, cell ids kept). What a
-  learner opens is made from it: ``colab/`` (``helpers.colab``) and the ``make lab``
-  working copies (``helpers.workspace``).
+  learner opens is made from it: ``colab/`` (``tools.colab``) and the ``make lab``
+  working copies (``tools.workspace``).
 - ``python -m helpers.grading.regrade REFERENCE.ipynb SUBMISSION.ipynb``: re-execute a
   submission, check that its stored outputs are genuine and its answers right.
 

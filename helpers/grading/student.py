@@ -11,8 +11,8 @@ chapter and its student copy match cell by cell (``helpers.grading.regrade``
 matches a submission with the chapter by cell id).
 
 Learners get these copies, never the chapters: ``colab/`` is generated from them
-(``helpers.colab``) and ``make lab`` opens working copies made from them
-(``helpers.workspace``). Run unanswered, every check says "not answered yet".
+(``tools.colab``) and ``make lab`` opens working copies made from them
+(``tools.workspace``). Run unanswered, every check says "not answered yet".
 
 ``leaked_solutions(reference, copy)`` lists the solution text that a copy still shows;
 the tests run it on every learner copy (``colab/``, the ``make lab`` working copies).

@@ -45,7 +45,7 @@ _EXPORTS = {
     "MemoryCalculator": "widgets",
     "memory_calculator": "widgets",
     "MemoryMonitor": "monitor",
-    "widgets_available": "widgets",
+    "widgets_available": "panel",
     "LABELS": "widgets",
     "explain_oom": "oom",
     "advise": "oom",

@@ -575,10 +575,9 @@ def _read_model(obj: Any, dtype: Any, quantization: str | None) -> tuple[str, st
                     dtype = _dtype_name(p.dtype)
                     break
     if quantization is None and not isinstance(obj, (str, Mapping)):
-        if getattr(obj, "is_loaded_in_4bit", False):
-            quantization = "4bit"
-        elif getattr(obj, "is_loaded_in_8bit", False):
-            quantization = "8bit"
+        from ..models import quantization_of  # imports torch: the calculator stays light
+
+        quantization = quantization_of(obj)
     return _dtype_name(dtype), quantization
 
 

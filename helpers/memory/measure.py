@@ -58,8 +58,10 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .. import hardware
 from ..formatting import megabytes
 from ..models import is_quantized
+from ..training import lora_config
 
 # --- counting the tensors that already exist ------------------------------------------------
 
@@ -215,10 +217,11 @@ def rss_bytes() -> int | None:
         return int(psutil.Process().memory_info().rss)
     except ImportError:
         pass
-    return _proc_status_bytes("VmRSS")
+    return proc_status_bytes("VmRSS")
 
 
-def _proc_status_bytes(field_name: str) -> int | None:
+def proc_status_bytes(field_name: str) -> int | None:
+    """A byte count from /proc/self/status (``VmRSS``, ``VmHWM``, ...); None off Linux."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -229,12 +232,12 @@ def _proc_status_bytes(field_name: str) -> int | None:
     return None
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Reset Linux's peak-RSS counter (VmHWM) to the current RSS; False where impossible."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
-        return _proc_status_bytes("VmHWM") is not None
+        return proc_status_bytes("VmHWM") is not None
     except OSError:
         return False
 
@@ -308,7 +311,7 @@ class MemoryTracker:
 
     def __enter__(self) -> MemoryTracker:
         self._rss_before = rss_bytes()
-        self._rss_peak_known = _reset_peak_rss()
+        self._rss_peak_known = reset_peak_rss()
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -366,7 +369,7 @@ class MemoryTracker:
         result.rss_before = self._rss_before
         result.rss_after = rss_bytes()
         if self._rss_peak_known:
-            result.rss_peak = _proc_status_bytes("VmHWM")
+            result.rss_peak = proc_status_bytes("VmHWM")
         self.result = result
 
 
@@ -505,8 +508,6 @@ def measure_training_step(
         if lora is not None:
             from peft import get_peft_model
 
-            from ..training import lora_config
-
             config = lora_config(r=lora) if isinstance(lora, int) else lora
             net = get_peft_model(model, config)
         elif not hasattr(model, "peft_config"):  # full fine-tuning: every weight trains
@@ -579,8 +580,6 @@ def attention_support(device: str | None = None) -> dict[str, tuple[bool, str]]:
     Ampere generation or newer (compute capability 8.0+), 16-bit weights, and the
     ``flash-attn`` package, which the course does not install; it is never required.
     """
-    from .. import hardware
-
     device = device or hardware.device_name()
     support = {
         "eager": (True, "plain PyTorch matrix products; keeps the s x s attention matrix"),

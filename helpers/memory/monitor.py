@@ -3,9 +3,8 @@
 ``MemoryMonitor`` subclasses ``transformers.TrainerCallback``, so it inherits a no-op
 for every event the Trainer may call (new transformers releases add events) and
 passes the Trainer's own checks. That is why this module imports transformers at the
-top, and why it is a module of its own: ``helpers.memory`` and
-``helpers.memory.widgets`` import it only when ``MemoryMonitor`` is first used, so
-importing them stays instant.
+top, and why it is a module of its own: ``helpers.memory`` imports it only when
+``MemoryMonitor`` is first used, so importing the package stays instant.
 
 Its widget is built like the calculator's (see ``helpers.memory.widgets``): under
 nbval only the panel's ``text/plain`` line at display time is compared, and the cell
@@ -22,8 +21,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..formatting import megabytes
-from .measure import _proc_status_bytes, _reset_peak_rss, rss_bytes
-from .widgets import _escape, _new_figure, _png, widgets_available
+from .measure import proc_status_bytes, reset_peak_rss, rss_bytes
+from .panel import escape, new_figure, png, widgets_available
 
 
 def training_memory(device: str) -> tuple[int | None, int | None, str]:
@@ -32,7 +31,7 @@ def training_memory(device: str) -> tuple[int | None, int | None, str]:
         import torch
 
         return torch.cuda.memory_allocated(), torch.cuda.max_memory_allocated(), "GPU tensors"
-    peak = _proc_status_bytes("VmHWM")
+    peak = proc_status_bytes("VmHWM")
     return rss_bytes(), peak, "process RSS"
 
 
@@ -76,7 +75,7 @@ class MemoryMonitor(TrainerCallback):
 
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.peak_rss_reset = _reset_peak_rss()
+            self.peak_rss_reset = reset_peak_rss()
         self.max_steps = state.max_steps
         self.history = []
         self.loss = None
@@ -141,7 +140,7 @@ class MemoryMonitor(TrainerCallback):
         import ipywidgets as w
         from IPython.display import display
 
-        self._status = w.HTML(value=f"<b>{_escape(self.line())}</b>")
+        self._status = w.HTML(value=f"<b>{escape(self.line())}</b>")
         self._progress = w.IntProgress(value=0, min=0, max=max(self.max_steps, 1))
         self._progress.description = "steps"
         self._image = w.Image(format="png", value=b"")
@@ -151,13 +150,13 @@ class MemoryMonitor(TrainerCallback):
 
     def _update_panel(self, redraw: bool) -> None:
         self._progress.value = min(self.history[-1]["step"], self._progress.max)
-        self._status.value = f"<b>{_escape(self.line())}</b>"
+        self._status.value = f"<b>{escape(self.line())}</b>"
         if redraw and self.history:
-            self._image.value = self.chart_png()
+            self._image.value = self.chartpng()
 
-    def chart_png(self) -> bytes:
+    def chartpng(self) -> bytes:
         """Memory (and its peak) per step, as PNG bytes."""
-        figure = _new_figure(5.6, 2.6)
+        figure = new_figure(5.6, 2.6)
         ax = figure.add_subplot()
         steps = [h["step"] for h in self.history]
         ax.plot(steps, [(h["memory"] or 0) / 1e6 for h in self.history], label="now")
@@ -166,4 +165,4 @@ class MemoryMonitor(TrainerCallback):
         ax.set_ylabel(f"{self.what} (MB)")
         ax.legend(fontsize=8, loc="lower right")
         figure.tight_layout()
-        return _png(figure)
+        return png(figure)

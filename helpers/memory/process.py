@@ -26,6 +26,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..repo import PACKAGE_PARENT, child_env
+
 _MARK = "PROCESS-MEMORY "
 
 
@@ -73,26 +75,18 @@ def measure_in_fresh_process(
         "device": device,
         **step_settings,
     }
-    child_env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1"),
+    child = child_env(
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+        MKL_NUM_THREADS=os.environ.get("MKL_NUM_THREADS", "1"),
         **(env or {}),
-    }
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH", "")) if p
     )
     done = subprocess.run(
         [sys.executable, "-m", "helpers.memory.process", json.dumps(request)],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env,
-        cwd=root,
+        env=child,
+        cwd=PACKAGE_PARENT,
     )
     for line in done.stdout.splitlines():
         if line.startswith(_MARK):
@@ -106,7 +100,7 @@ def measure_in_fresh_process(
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
-    from .measure import _proc_status_bytes, rss_bytes
+    from .measure import proc_status_bytes, rss_bytes
 
     rss0 = rss_bytes()
     import warnings
@@ -125,7 +119,7 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     dtype = torch.float32 if quantization is None else None
     model, _ = models.load_model(name, quantization=quantization, dtype=dtype, device=device)
     rss_loaded = rss_bytes()
-    hwm = _proc_status_bytes("VmHWM") or 0
+    hwm = proc_status_bytes("VmHWM") or 0
     live, times, peaks = 0, [], []
     for _ in range(steps):
         step = measure_training_step(model, **request)

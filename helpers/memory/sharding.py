@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .estimate import estimate_training_memory
+
 STATES = ("weights", "gradients", "optimizer_states")
 STAGES = (0, 1, 2, 3)
 SHARDED_FROM = {"optimizer_states": 1, "gradients": 2, "weights": 3}
@@ -53,7 +55,11 @@ class RankMemory:
         return sum(self.cpu.values())
 
 
-def _check(world_size: int, stage: int, offload_optimizer: bool, offload_params: bool) -> None:
+def check_zero_settings(
+    world_size: int, stage: int, offload_optimizer: bool, offload_params: bool
+) -> None:
+    """Refuse a ZeRO setting that DeepSpeed would refuse, with the reason (the estimator
+    and the config writer share it)."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size={world_size!r} must be a positive integer (the ranks).")
     if stage not in STAGES:
@@ -78,7 +84,7 @@ def shard_states(
     `states` has the keys of ``STATES``; `activations` (one rank's micro-batch) are added
     to the GPU side unchanged.
     """
-    _check(world_size, stage, offload_optimizer, offload_params)
+    check_zero_settings(world_size, stage, offload_optimizer, offload_params)
     if set(states) != set(STATES):
         raise ValueError(f"states needs exactly the keys {STATES}, got {sorted(states)}.")
     gpu, cpu = {}, {}
@@ -100,8 +106,6 @@ def model_states(model_or_config: Any, **estimate_kwargs) -> tuple[dict[str, int
     The states come from the optimizer-step moment of ``estimate_training_memory`` (all
     three alive), the activations from its forward/backward moment.
     """
-    from .estimate import estimate_training_memory
-
     estimate = estimate_training_memory(model_or_config, **estimate_kwargs)
     step = estimate.phases["optimizer step"]
     return {part: step[part] for part in STATES}, estimate.phases["forward/backward"]["activations"]

@@ -1,7 +1,8 @@
 """Two memory widgets: a calculator for the estimator, and a live monitor for training.
 
 The monitor lives in ``helpers.memory.monitor`` (it subclasses transformers'
-``TrainerCallback``) and is re-exported here as ``widgets.MemoryMonitor``.
+``TrainerCallback``); ``helpers.memory.MemoryMonitor`` is the name to use. What both draw
+with is in ``helpers.memory.panel``.
 
 Both are built from ipywidgets' core controls only (sliders, dropdowns, a checkbox,
 an HTML line and an Image), which JupyterLab and Colab render without extensions.
@@ -48,10 +49,10 @@ The picture is the ``Image`` with class ``memory-calculator-chart``; the verdict
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from .estimate import MemoryEstimate, estimate_training_memory
+from .panel import escape, new_figure, png, widgets_available
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SEQ_LENS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -72,36 +73,6 @@ LABELS = {
     "budget_gb": "memory (GB)",
 }
 """The calculator's control labels (stable: browser tests and the chapter rely on them)."""
-
-
-def widgets_available() -> bool:
-    """True when ipywidgets imports and we run in a Jupyter kernel (a widget front end).
-
-    False in a plain ``python`` process, in a terminal IPython, and without ipywidgets.
-    """
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
-
-
-def _new_figure(width: float, height: float):
-    """A matplotlib figure that pyplot does not know (so it is never shown by itself)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
-    return figure
 
 
 # --- the calculator ------------------------------------------------------------------------
@@ -249,9 +220,9 @@ class MemoryCalculator:
         bundle["text/plain"] = self.summary()
         return bundle
 
-    def chart_png(self) -> bytes:
+    def chartpng(self) -> bytes:
         """The stacked-bar picture of the current estimate, as PNG bytes."""
-        figure = _new_figure(5.6, 3.4)
+        figure = new_figure(5.6, 3.4)
         ax = figure.add_subplot()
         if self.estimate is None:
             ax.text(0.5, 0.5, "no estimate for these settings", ha="center", va="center")
@@ -277,7 +248,7 @@ class MemoryCalculator:
             top = max(process.high, self.settings["budget_gb"] * 1e9) / 1e6
             ax.set_ylim(0, top * 1.12)
         figure.tight_layout()
-        return _png(figure)
+        return png(figure)
 
     # the widget
     def _build_widget(self) -> None:
@@ -313,7 +284,7 @@ class MemoryCalculator:
             control.add_class(f"memory-calculator-{key.replace('_', '-')}")
             control.observe(self._on_change(key), names="value")
         self.controls = c
-        self._image = w.Image(format="png", value=self.chart_png())
+        self._image = w.Image(format="png", value=self.chartpng())
         self._image.add_class("memory-calculator-chart")
         self._verdict = w.HTML(value=self._verdict_html())
         self._verdict.add_class("memory-calculator-verdict")
@@ -343,24 +314,20 @@ class MemoryCalculator:
         self._updates += 1
         if self.widget is None:
             return
-        self._image.value = self.chart_png()
+        self._image.value = self.chartpng()
         self._verdict.value = self._verdict_html()
         self._table.value = self._table_html()
 
     def _verdict_html(self) -> str:
         ok = self.fits()
         color = "#2a7a2a" if ok else "#b22222"
-        return f"<b style='color:{color}'>{_escape(self.verdict())}</b>"
+        return f"<b style='color:{color}'>{escape(self.verdict())}</b>"
 
     def _table_html(self) -> str:
         body = self.message
         if self.estimate is not None:
             body = f"{self.estimate.table()}\n{self.process}"
-        return f"<pre style='font-size:12px;line-height:1.25'>{_escape(body)}</pre>"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f"<pre style='font-size:12px;line-height:1.25'>{escape(body)}</pre>"
 
 
 def _to_control(key: str, value: Any) -> Any:
@@ -378,15 +345,3 @@ def _from_control(key: str, value: Any) -> Any:
 def memory_calculator(model_or_config: Any = "smollm2-135m-instruct", **settings: Any):
     """A :class:`MemoryCalculator` (a widget in Jupyter, text elsewhere)."""
     return MemoryCalculator(model_or_config, **settings)
-
-
-# --- the live monitor (its own module: it subclasses transformers' TrainerCallback) -------
-
-
-def __getattr__(name: str):
-    """``MemoryMonitor``, imported on first use: its module imports transformers."""
-    if name == "MemoryMonitor":
-        from .monitor import MemoryMonitor
-
-        return MemoryMonitor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

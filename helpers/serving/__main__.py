@@ -1,19 +1,26 @@
-"""Run the chat server: ``python -m helpers.serving MODEL_DIR --port 8000``."""
+"""Run the chat server: ``python -m helpers.serving MODEL_DIR --port 8000``.
+
+Its OpenAI-compatible base URL is then ``http://127.0.0.1:8000/v1``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 
+def parser() -> argparse.ArgumentParser:
+    made = argparse.ArgumentParser(description=__doc__)
+    made.add_argument("model_dir", help="a checkpoint folder with safetensors weights")
+    made.add_argument("--host", default="127.0.0.1")
+    made.add_argument("--port", type=int, default=8000)
+    made.add_argument("--max-pending", type=int, default=8)
+    made.add_argument("--max-body-bytes", type=int, default=64_000)
+    made.add_argument("--model-name", default="course-model", help="the name /v1/models lists")
+    return made
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model_dir", help="a checkpoint folder with safetensors weights")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-pending", type=int, default=8)
-    parser.add_argument("--max-body-bytes", type=int, default=64_000)
-    parser.add_argument("--model-name", default="course-model")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
 
     import uvicorn
 

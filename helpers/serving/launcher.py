@@ -2,14 +2,16 @@
 
 ``with Server(model_dir) as server: server.chat([...])``: the process is stopped when the
 block ends, also after an error, and at interpreter exit if it was left running. The
-client side uses only the standard library (``urllib``), as any HTTP client would.
+client side here uses only the standard library (``urllib``), as any HTTP client would;
+``server.url + "/v1"`` is the base URL for the official ``openai`` client and other
+OpenAI-compatible tools.
 """
 
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,8 +20,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
-from ..repo import repo_root
+from ..repo import child_env
+
+REQUEST_TIMEOUT_S = 600.0
+"""How long a request waits for its answer: a queued request waits for the ones before it,
+which on a busy 2-core machine can take minutes."""
 
 
 def free_port() -> int:
@@ -29,28 +36,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def request(
+class Reply(NamedTuple):
+    """An HTTP answer: status, JSON body and headers (case-insensitive:
+    ``headers["Retry-After"]``)."""
+
+    status: int
+    body: dict
+    headers: http.client.HTTPMessage
+
+
+def exchange(
     url: str,
     payload=None,
     *,
     method: str | None = None,
     raw: bytes | None = None,
-    timeout: float = 120.0,
-) -> tuple[int, dict]:
-    """(HTTP status, JSON body) of one request; 4xx/5xx are returned, not raised."""
+    timeout: float = REQUEST_TIMEOUT_S,
+) -> Reply:
+    """The ``Reply`` to one request; 4xx/5xx are returned, not raised."""
     data = raw if raw is not None else (None if payload is None else json.dumps(payload).encode())
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
+            return Reply(resp.status, json.loads(resp.read() or b"{}"), resp.headers)
     except urllib.error.HTTPError as err:
         body = err.read()
         try:
-            return err.code, json.loads(body or b"{}")
+            parsed = json.loads(body or b"{}")
         except ValueError:
-            return err.code, {"detail": body.decode(errors="replace")}
+            parsed = {"error": {"message": body.decode(errors="replace")}}
+        return Reply(err.code, parsed, err.headers)
+
+
+def request(
+    url: str,
+    payload=None,
+    *,
+    method: str | None = None,
+    raw: bytes | None = None,
+    timeout: float = REQUEST_TIMEOUT_S,
+) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of one request; 4xx/5xx are returned, not raised."""
+    reply = exchange(url, payload, method=method, raw=raw, timeout=timeout)
+    return reply.status, reply.body
 
 
 class Server:
@@ -61,11 +91,13 @@ class Server:
         model_dir: str | Path,
         *,
         max_pending: int = 8,
+        model_name: str = "course-model",
         startup_timeout: float = 180.0,
         log_dir: str | Path | None = None,
     ):
         self.model_dir = str(model_dir)
         self.max_pending = max_pending
+        self.model_name = model_name
         self.startup_timeout = startup_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,8 +107,7 @@ class Server:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Server:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root()), env.get("PYTHONPATH")]))
+        env = child_env()
         command = [
             sys.executable,
             "-m",
@@ -86,6 +117,8 @@ class Server:
             str(self.port),
             "--max-pending",
             str(self.max_pending),
+            "--model-name",
+            self.model_name,
         ]
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
@@ -147,11 +180,15 @@ class Server:
         """(status, body) of a POST to the chat endpoint (or ``path``)."""
         return request(self.url + path, payload, raw=raw, method="POST")
 
+    def send(self, payload, *, path: str = "/v1/chat/completions") -> Reply:
+        """The ``Reply`` (status, body, headers) to a POST to the chat endpoint."""
+        return exchange(self.url + path, payload, method="POST")
+
     def chat(self, messages: list[dict], max_tokens: int = 64) -> str:
         """The assistant's answer to ``messages``; raises with the server's message on an error."""
         status, body = self.post({"messages": messages, "max_tokens": max_tokens})
         if status != 200:
-            raise RuntimeError(f"HTTP {status}: {body.get('detail')}")
+            raise RuntimeError(f"HTTP {status}: {body.get('error', {}).get('message')}")
         return body["choices"][0]["message"]["content"]
 
     def health(self) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..formatting import megabytes
+from helpers.formatting import megabytes
 
 
 def _num(value, digits: int = 1) -> str:
@@ -118,7 +118,7 @@ def goals_table(goals: dict) -> list[str]:
     c = goals["course"]
     if c is None:
         rows.append(
-            "| 5. whole course, every notebook | not measured here: `python -m helpers.bench "
+            "| 5. whole course, every notebook | not measured here: `python -m tools.bench "
             "course` | 30 min | | ≤ 30 min | n/a |"
         )
     else:
@@ -201,7 +201,7 @@ def render(results: dict, course: dict | None = None) -> str:
         "Every figure comes from one run, side by side on the same machine, as medians over "
         "timed steps; the machine may be shared, so read ratios rather than absolute values. "
         "Definitions (useful tokens, FLOP counting, time to quality) are in the docstrings of "
-        "`helpers/bench/`.",
+        "`tools/bench/`.",
         "",
         "## Recipes",
         "",

@@ -51,8 +51,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .. import hardware, training
-from ..chat import prompt_length
+from helpers import hardware, training
+from helpers.chat import prompt_length
+
 from .flops import matmul_shape, training_step_flops
 
 CLASSIC_LENGTH = 128
@@ -210,7 +211,7 @@ class StepClock(TrainerCallback):
             self.turnstile.wait(self.label)
             self._paused += time.perf_counter() - waited
         if self.memory_step is not None and state.global_step + 1 == self.memory_step:
-            from ..memory import MemoryTracker, tensor_bytes
+            from helpers.memory import MemoryTracker, tensor_bytes
 
             # Its own weights and optimizer state: on a GPU the allocator's counters also
             # see the other recipes of a race, so only the rise above them is kept.

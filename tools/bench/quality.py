@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainerCallback
 
-from ..chat import prompt_completion
-from ..modes import eval_mode
+from helpers.chat import prompt_completion
+from helpers.modes import eval_mode
 
 
 @dataclass

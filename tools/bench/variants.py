@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import training
+from helpers import training
 
 # Two runs of the same recipe in one benchmark on this shared 2-core machine differed by
 # up to 15% (the course recipe and its "reference" rerun; eager vs sdpa read 1.03× in one
@@ -78,7 +78,7 @@ class Variant:
         from . import recipes
 
         if self.quantization:
-            from ..models import load_model
+            from helpers.models import load_model
 
             model, _ = load_model(model_name, quantization=self.quantization)
         elif self.fp32 and base_fp32 is not None:

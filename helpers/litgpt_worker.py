@@ -1,7 +1,7 @@
 """Code that runs inside LitGPT's own environment (.venv-litgpt), never in the course's.
 
 LitGPT cannot share the course's virtual environment (see helpers/litgpt.py), so the
-course calls it as a subprocess: ``.venv-litgpt/bin/python -m helpers._litgpt_worker
+course calls it as a subprocess: ``.venv-litgpt/bin/python helpers/litgpt_worker.py
 TASK JSON``. This module imports only the standard library, torch and litgpt; it reads
 its arguments as one JSON object and prints its result as one JSON line.
 """
@@ -134,9 +134,7 @@ TASKS = {"convert": convert, "logits": logits, "generate": generate, "prompt_sty
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in TASKS:
-        print(
-            f"usage: python -m helpers._litgpt_worker {{{','.join(TASKS)}}} JSON", file=sys.stderr
-        )
+        print(f"usage: python helpers/litgpt_worker.py {{{','.join(TASKS)}}} JSON", file=sys.stderr)
         return 2
     result = TASKS[argv[0]](**json.loads(argv[1]))
     print(json.dumps(result))

@@ -1,11 +1,12 @@
-"""Generate the Colab versions of the chapters: ``python -m helpers.colab``.
+"""Generate the Colab versions of the chapters: ``python -m tools.colab``.
 
 For every chapter ``notebooks/NN_x.ipynb`` it writes ``colab/NN_x.ipynb``: the
 chapter's **student copy** (``helpers.grading.student``: exercise solutions replaced
 by ``...``, checks kept, same cell ids), because a learner opens it; preceded by
 
 1. a markdown cell with an "Open in Colab" badge that points to the Colab notebook
-   in the course's repository (``REPOSITORY``, the one place the address is written);
+   in the course's repository (``helpers.repo.REPOSITORY``, from pyproject.toml's
+   ``[project.urls]``);
 2. a code cell that installs, in Colab, the course's pinned dependencies except
    ``COLAB_KEEPS`` (Colab's own torch, built for its GPU, and the development tools
    that a notebook never imports), the base model's package with ``--no-deps`` and
@@ -15,12 +16,12 @@ by ``...``, checks kept, same cell ids), because a learner opens it; preceded by
 The Colab notebooks are stored **unexecuted**: no outputs, no execution counts,
 no widget state. A Colab user runs them (the install cell first), and stored
 outputs from a CPU run would only be stale on a GPU. The executed, nbval-checked
-record of each chapter is ``notebooks/``; ``helpers.notebooks.problems`` applies
+record of each chapter is ``notebooks/``; ``tools.notebooks.problems`` applies
 this rule to every notebook under ``colab/``. Links between files are rewritten
 to addresses in the repository, which work from Colab too.
 
-The files are never edited by hand: ``python -m helpers.colab`` rewrites them,
-``python -m helpers.colab --check`` (and a test) fails when they are out of date.
+The files are never edited by hand: ``python -m tools.colab`` rewrites them,
+``python -m tools.colab --check`` (and a test) fails when they are out of date.
 """
 
 from __future__ import annotations
@@ -34,26 +35,19 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from . import pins, repo
-from .grading.student import student_copy
+from helpers import pins, repo
+from helpers.grading.student import student_copy
 
 ROOT = repo.repo_root() or Path.cwd()
 """The checkout (the generator is a repository tool; main() refuses to run without one)."""
 NOTEBOOKS = ROOT / "notebooks"
 COLAB = ROOT / "colab"
 
-REPOSITORY = "https://github.com/smol-course/smol-course"
-"""The course's public repository (not decided yet: change it here, then regenerate)."""
-BRANCH = "main"
-
-COLAB_KEEPS = {
-    "torch": "Colab's own build, made for its GPU, is kept",
-    "jupyterlab": "Colab is the notebook front end",
-    "pytest": "development tool, never imported by a chapter",
-    "nbval": "development tool, never imported by a chapter",
-    "ruff": "development tool, never imported by a chapter",
-}
-"""Pins the Colab install cell leaves out, and why."""
+REPOSITORY = repo.REPOSITORY
+"""The course's public repository (pyproject.toml's ``[project.urls]``; a fork changes it
+there, then ``make colab``)."""
+BRANCH = repo.BRANCH
+COLAB_KEEPS = pins.COLAB_KEEPS
 
 BADGE_ID = "colab-badge"
 INSTALL_ID = "colab-install"
@@ -254,15 +248,15 @@ def write(colab_dir: Path = COLAB, notebooks_dir: Path = NOTEBOOKS) -> list[Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.colab", description="Generate colab/ from notebooks/."
+        prog="python -m tools.colab", description="Generate colab/ from notebooks/."
     )
     parser.add_argument("--check", action="store_true", help="only report what is out of date")
     args = parser.parse_args(argv)
-    repo.require_checkout("python -m helpers.colab")
+    repo.require_checkout("python -m tools.colab")
     if args.check:
         problems = stale()
         for problem in problems:
-            print(f"{problem}: run `python -m helpers.colab`")
+            print(f"{problem}: run `python -m tools.colab`")
         return 1 if problems else 0
     for path in write():
         print(f"wrote {path.relative_to(ROOT)}")

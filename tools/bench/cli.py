@@ -1,9 +1,9 @@
 """Command line of the benchmark.
 
-    python -m helpers.bench [--quick] [--model NAME] [--out DIR] [--budget S] [--compile]
+    python -m tools.bench [--quick] [--model NAME] [--out DIR] [--budget S] [--compile]
                             [--variants NAME ...]
-    python -m helpers.bench course [--out DIR] [--timeout S] [--only 00 03]
-    python -m helpers.bench report [--out DIR]
+    python -m tools.bench course [--out DIR] [--timeout S] [--only 00 03]
+    python -m tools.bench report [--out DIR]
 
 The first runs the benchmark (about 12 minutes on a 2-core CPU) and writes
 ``results.json`` and ``results.md``; ``course`` executes every chapter notebook and writes
@@ -17,7 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .. import repo
+from helpers import repo
 
 COMMANDS = ("run", "course", "report")
 
@@ -25,7 +25,7 @@ COMMANDS = ("run", "course", "report")
 def parser() -> argparse.ArgumentParser:
     from .run import DEFAULT_OUT
 
-    p = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n")[0])
     p.add_argument("command", nargs="?", default="run", choices=COMMANDS)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the results")
     p.add_argument("--model", default=None, help="model name (default: smollm2-135m-instruct)")
@@ -52,13 +52,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    repo.require_checkout("python -m helpers.bench")
+    repo.require_checkout("python -m tools.bench")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from . import run as bench_run
 
     out = Path(args.out)
     if args.command == "run":
-        from ..models import DEFAULT_MODEL
+        from helpers.models import DEFAULT_MODEL
 
         results = bench_run.run(
             args.model or DEFAULT_MODEL,
@@ -75,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "course":
-        from ..models import DEFAULT_MODEL
+        from helpers.models import DEFAULT_MODEL
+
         from . import course
 
         meta = bench_run.machine_meta(DEFAULT_MODEL, False, bench_run.hardware.device_name())
         result = {"meta": meta, **course.time_course(timeout=args.timeout, only=args.only)}
-        meta["load_end"] = bench_run._load_average()
+        meta["load_end"] = bench_run.load_average()
         path = course.write(result, out)
         print(f"wrote {path}: {result['total_seconds'] / 60:.1f} min in all")
     results_path = out / "results.json"
@@ -88,6 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         bench_run.rewrite(out)
         print(f"rendered {out / 'results.md'}")
     elif args.command == "report":
-        print(f"no {results_path}: run `python -m helpers.bench` first")
+        print(f"no {results_path}: run `python -m tools.bench` first")
         return 1
     return 0

@@ -1,6 +1,6 @@
 """The benchmark run: every section in order, within a time budget, into results.json/.md.
 
-Sections, in order (``python -m helpers.bench`` prints each one's time):
+Sections, in order (``python -m tools.bench`` prints each one's time):
 
 1. setup: the fp32 model, the Yoda data, the classic recipe's padded text;
 2. kernels: the fp32 matmul peak (all threads, and one), bf16 against fp32 on a
@@ -35,9 +35,11 @@ from typing import Any
 
 import torch
 
-from .. import hardware, training
-from ..models import DEFAULT_MODEL
-from ..repo import repo_root
+from helpers import hardware, training
+from helpers.models import DEFAULT_MODEL
+from helpers.recipes import YODA_RECIPE, yoda_trainer
+from helpers.repo import repo_root
+
 from . import matmul, recipes, report
 from .quality import QualityWatcher
 from .variants import (
@@ -59,8 +61,8 @@ GOAL_FOOTPRINT = 0.35
 # optimizer, big logits) more than compute-bound ones, which skews ratios.
 BUSY = 0.8
 
-# Chapter 00's recipe (notebooks/00_tldr.ipynb): 4-bit base, LoRA r=16, batch 4, lr 2e-3, 90 steps.
-CHAPTER00 = {"r": 16, "batch_size": 4, "learning_rate": 2e-3, "max_steps": 90}
+# Chapter 00's recipe (notebooks/00_tldr.ipynb), the object the cached adapter is trained from.
+CHAPTER00 = YODA_RECIPE
 
 
 @dataclass(frozen=True)
@@ -155,11 +157,14 @@ def scoped_environ(changes: Mapping[str, str]):
 
 
 def four_bit_here(device: str) -> bool:
-    """Whether bitsandbytes' 4-bit path runs on this device (not on Apple's mps)."""
-    return hardware.bitsandbytes_available() and device != "mps"
+    """Whether bitsandbytes' 4-bit layers run on this device itself (the course's placement
+    rule, ``hardware.placement``, would move them to the CPU elsewhere)."""
+    return (
+        device in hardware.bitsandbytes_devices() and hardware.placement("4bit", device) == device
+    )
 
 
-def _load_average() -> float | None:
+def load_average() -> float | None:
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -197,7 +202,7 @@ def machine_meta(model_name: str, quick: bool, device: str) -> dict[str, Any]:
         "peft": peft.__version__,
         "model": model_name,
         "quick": quick,
-        "load_start": _load_average(),
+        "load_start": load_average(),
     }
 
 
@@ -392,9 +397,9 @@ def train_chapter00(
     Training also stops at `deadline` (a ``time.perf_counter()`` value), so that a very
     busy machine cannot push the whole run past its time budget.
     """
-    from ..models import load_model
+    from helpers.models import load_model
 
-    model, tokenizer = load_model(model_name, quantization="4bit")
+    model, tokenizer = load_model(model_name, quantization=CHAPTER00["quantization"])
     footprint = model.get_memory_footprint()
     clock = recipes.StepClock("chapter 00")
     watcher = QualityWatcher(
@@ -406,21 +411,17 @@ def train_chapter00(
         deadline=deadline,
     )
     prober = recipes.ProbeEvery(clock, probe, every=plan.ttq_every)
-    args = training.sft_config(
-        str(workdir / "chapter00"),
-        max_steps=plan.ttq_max_steps,
-        per_device_train_batch_size=CHAPTER00["batch_size"],
-        learning_rate=CHAPTER00["learning_rate"],
-        disable_tqdm=True,
-    )
-    trainer = training.build_trainer(
+    trainer = yoda_trainer(
         model,
         tokenizer,
         train,
-        args,
-        peft_config=training.lora_config(r=CHAPTER00["r"]),
+        workdir / "chapter00",
+        CHAPTER00,
         callbacks=[clock, watcher, prober],
+        max_steps=plan.ttq_max_steps,
+        disable_tqdm=True,
     )
+    args = trainer.args
     recipes.quiet(trainer)
     trainer.data_collator = recipes.BatchRecorder(trainer.data_collator)
     result = recipes.RecipeResult(
@@ -428,8 +429,8 @@ def train_chapter00(
         "chapter 00 (time to quality): 4-bit base + LoRA r=16, batch 4",
         {
             "quantization": "4bit",
-            "batch_size": CHAPTER00["batch_size"],
-            "lora_r": CHAPTER00["r"],
+            "batch_size": CHAPTER00["per_device_train_batch_size"],
+            "lora_r": CHAPTER00["lora_r"],
             "bf16": bool(args.bf16),
         },
         plan.warmup,
@@ -467,7 +468,7 @@ def train_chapter00(
 
 def confirm_by_generation(quality: dict, trainer, tokenizer, rows) -> None:
     """Score the trained model as the chapter does (generation, exact match)."""
-    from .. import evaluation
+    from helpers import evaluation
 
     start = time.perf_counter()
     scored = evaluation.evaluate_task(trainer.model, tokenizer, rows)
@@ -642,7 +643,7 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
                 "alternative": "on",
                 "ratio": None,
                 "measured": "not in `make bench` (compiling alone takes minutes): "
-                "`python -m helpers.bench --variants compile --out bench/compile` measures it, "
+                "`python -m tools.bench --variants compile --out bench/compile` measures it, "
                 "see bench/compile/results.md",
                 "verdict": "keep off (bench/compile/results.md)",
             }
@@ -655,8 +656,8 @@ def tuning(results: dict, skipped: dict[str, str], variant_list: list[Variant]) 
 
 def setup(bench: Bench) -> None:
     """1. The course's model (and an fp32 one where that differs), the data, the padded text."""
-    from ..data import load_dataset
-    from ..models import load_model
+    from helpers.data import load_dataset
+    from helpers.models import load_model
 
     bench.base, bench.tokenizer = load_model(bench.model_name)  # the course's default dtype
     bench.base_fp32 = bench.base  # the classic recipe's: the same model on a CPU
@@ -815,7 +816,7 @@ def conclude(bench: Bench) -> None:
     utilization(results)
     results["skipped"] = bench.skipped
     results["tuning"] = tuning(results, bench.skipped, bench.variant_list)
-    results["meta"]["load_end"] = _load_average()
+    results["meta"]["load_end"] = load_average()
     results["meta"]["seconds"] = bench.runner.elapsed()
     results["sections"] = bench.runner.sections
 

@@ -1,12 +1,12 @@
 """The learner's working copies of the chapters, which ``make lab`` opens.
 
-``python -m helpers.workspace`` (run by ``make lab``) fills ``my-notebooks/`` with the
+``python -m tools.workspace`` (run by ``make lab``) fills ``my-notebooks/`` with the
 student copy of every chapter that has no working copy yet: solutions replaced by
 ``...``, checks kept (see ``helpers.grading.student``). A working copy that exists is
 never written again, so a learner's answers and notes survive ``make lab``, a
 ``git pull`` and a new chapter (which simply appears beside them).
 
-``python -m helpers.workspace reset 03`` (``make lab-reset CHAPTER=03``) starts one
+``python -m tools.workspace reset 03`` (``make lab-reset CHAPTER=03``) starts one
 chapter over: the learner's file is moved to ``my-notebooks/backups/`` first, then a
 fresh student copy is written. Nothing is deleted.
 
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import nbformat
 
-from .grading import cells, student
+from helpers import repo
+from helpers.grading import cells, student
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = repo.require_checkout("python -m tools.workspace")
 NOTEBOOKS = ROOT / "notebooks"
 WORKSPACE = ROOT / "my-notebooks"
 BACKUPS = "backups"
@@ -174,7 +175,7 @@ def reset(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m helpers.workspace",
+        prog="python -m tools.workspace",
         description="Create your working copies of the chapters (never overwrites one), "
         "or reset one chapter (your file is kept in backups/).",
     )

@@ -1,8 +1,8 @@
 """Execute chapter notebooks the way the tests check them, and check their hygiene.
 
-``python -m helpers.notebooks execute notebooks/00_tldr.ipynb`` re-runs a notebook
+``python -m tools.notebooks execute notebooks/00_tldr.ipynb`` re-runs a notebook
 top to bottom in a fresh ``python3`` kernel (working directory: the notebook's
-folder) and stores its outputs; ``python -m helpers.notebooks check`` lists what
+folder) and stores its outputs; ``python -m tools.notebooks check`` lists what
 would make a stored notebook untrustworthy under nbval, or unfit to publish (see
 ``problems``; the same command checks the generated notebooks under ``colab/``).
 """
@@ -18,7 +18,9 @@ import time
 import warnings
 from pathlib import Path
 
-from .repo import repo_root, require_checkout
+from helpers import pins
+from helpers.repo import repo_root, require_checkout
+from tools.colab import BADGE_ID, INSTALL_ID
 
 KERNEL = "python3"
 
@@ -118,13 +120,9 @@ def installed_by(roots: frozenset[str], no_deps: frozenset[str] = frozenset()) -
 
 def pinned_distributions(colab: bool = False) -> frozenset[str]:
     """What requirements.txt installs (with dependencies); in Colab, what its install cell does."""
-    from . import pins
-
     names = set(pins.read_pins())
     if colab:
-        from .colab import COLAB_KEEPS
-
-        names -= set(COLAB_KEEPS) - {"torch"}  # Colab has its own torch
+        names -= set(pins.COLAB_KEEPS) - {"torch"}  # Colab has its own torch
     no_deps = frozenset(_canonical(p.split("==")[0]) for p in pins.no_deps_packages())
     return installed_by(frozenset(_canonical(n) for n in names), no_deps)
 
@@ -242,8 +240,6 @@ def _chapter_problems(nb) -> list[str]:
 
 
 def _colab_problems(nb) -> list[str]:
-    from .colab import BADGE_ID, INSTALL_ID
-
     found = []
     if [c.get("id") for c in nb.cells[:2]] != [BADGE_ID, INSTALL_ID]:
         found.append(f"a Colab notebook starts with the cells {BADGE_ID!r} and {INSTALL_ID!r}")
@@ -255,10 +251,10 @@ def _colab_problems(nb) -> list[str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in {"execute", "check"}:
-        print("usage: python -m helpers.notebooks {execute|check} NOTEBOOK...")
+        print("usage: python -m tools.notebooks {execute|check} NOTEBOOK...")
         return 2
     if argv[0] == "execute":
-        require_checkout("python -m helpers.notebooks execute")
+        require_checkout("python -m tools.notebooks execute")
     status = 0
     for name in argv[1:]:
         if argv[0] == "execute":

@@ -1,6 +1,6 @@
 """Goal 5: how long the whole course takes, every chapter executed top to bottom.
 
-``python -m helpers.bench course`` runs each ``notebooks/NN_*.ipynb`` in a fresh kernel,
+``python -m tools.bench course`` runs each ``notebooks/NN_*.ipynb`` in a fresh kernel,
 the way a learner's "Run All" does, and records its seconds in ``bench/course.json``. The
 notebooks run from a temporary copy of the folder: the stored notebooks and the files the
 chapters write (``notebooks/outputs/``) are left as they are.
@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import notebooks, repo
+from helpers import repo
+from tools import notebooks
 
 GOAL_SECONDS = 30 * 60
 
@@ -54,7 +55,7 @@ def time_course(
 ) -> dict:
     """Execute every chapter (or those whose name starts with one of `only`); time each."""
     if folder is None:
-        folder = repo.require_checkout("python -m helpers.bench course") / "notebooks"
+        folder = repo.require_checkout("python -m tools.bench course") / "notebooks"
     folder = Path(folder)
     paths = chapter_paths(folder)
     if only:

@@ -1,5 +1,5 @@
 """Create the course's virtual environment, or say what the system lacks: ``python3 -m
-helpers.makevenv .venv`` (``make`` runs it with the system's Python, before anything is
+tools.makevenv .venv`` (``make`` runs it with the system's Python, before anything is
 installed, so it imports nothing outside the standard library).
 
 Debian and Ubuntu ship Python without ``ensurepip``: there ``python3 -m venv`` fails
@@ -14,12 +14,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+TIMEOUT = 300
+"""Seconds `python -m venv` (it runs ensurepip) or a pip check may take before we give up."""
+
 
 def has_pip(venv: Path) -> bool:
     python = venv / "bin" / "python"
     if not python.exists():
         return False
-    check = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True)
+    try:
+        check = subprocess.run(
+            [str(python), "-m", "pip", "--version"], capture_output=True, timeout=TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return False
     return check.returncode == 0
 
 
@@ -46,7 +54,15 @@ def create(
     venv = Path(venv)
     if ready(venv):
         return None
-    made = run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
+    command = [sys.executable, "-m", "venv", "--clear", str(venv)]
+    try:
+        made = run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(venv, ignore_errors=True)
+        return (
+            f"`{' '.join(command)}` did not finish in {TIMEOUT} s (ensurepip stuck on a slow "
+            "disk?): run it by hand to see where it hangs, then run make again"
+        )
     if made.returncode == 0 and ready(venv):
         return None
     shutil.rmtree(venv, ignore_errors=True)  # no half-made venv for the next `make` to trust
@@ -55,7 +71,7 @@ def create(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python3 -m helpers.makevenv VENV_FOLDER", file=sys.stderr)
+        print("usage: python3 -m tools.makevenv VENV_FOLDER", file=sys.stderr)
         return 2
     problem = create(argv[0])
     if problem:

@@ -1,6 +1,6 @@
 """The course's benchmark: how fast its recipe fine-tunes, and how far that is from the limit.
 
-``make bench`` (``python -m helpers.bench``) measures, side by side in one run, on the
+``make bench`` (``python -m tools.bench``) measures, side by side in one run, on the
 same model and the same text, and writes ``bench/results.json`` and ``bench/results.md``:
 
 1. useful tokens per second of the course's recipe against the classic one
@@ -11,7 +11,7 @@ same model and the same text, and writes ``bench/results.json`` and ``bench/resu
    against fp32;
 4. time to quality: how long chapter 00's recipe trains before it reaches 80% exact
    match (:mod:`.quality`);
-5. the whole course: ``python -m helpers.bench course`` executes every chapter
+5. the whole course: ``python -m tools.bench course`` executes every chapter
    (:mod:`.course`, tens of minutes) and adds the result to the table.
 
 It also flips one default at a time (the loss head, batch order, packing, padding, checkpointing,
