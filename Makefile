@@ -123,7 +123,7 @@ bench: setup
 
 test: setup litgpt lint
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) \
-		--nbval-cell-timeout=$(NB_TIMEOUT) tests notebooks
+		--nbval-cell-timeout=$(NB_TIMEOUT) --durations=25 tests notebooks
 
 # Slow tests: a simulated Colab install in a fresh virtual environment (tens of minutes).
 test-slow: setup

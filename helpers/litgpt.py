@@ -147,10 +147,17 @@ class Run:
     stderr: str
     seconds: float
     peak_rss_mb: float
+    cwd: str | None = None
 
     @property
     def command(self) -> str:
-        return shlex.join(["litgpt", *self.args[1:]]) if self.args[0].endswith("litgpt") else ""
+        """The command as you would type it: ``cd`` into the folder it ran in, then ``litgpt``
+        (on your PATH once LitGPT's environment is active: ``source .venv-litgpt/bin/activate``
+        in the course folder)."""
+        if not self.args[0].endswith("litgpt"):
+            return ""
+        command = shlex.join(["litgpt", *self.args[1:]])
+        return f"cd {shlex.quote(self.cwd)} && {command}" if self.cwd else command
 
 
 def _run(args: list[str], cwd: str | Path | None = None, timeout: float = 1800) -> Run:
@@ -179,7 +186,8 @@ def _run(args: list[str], cwd: str | Path | None = None, timeout: float = 1800) 
             f"If LitGPT itself is broken, rebuild its environment: rm -rf {venv_dir()} && "
             "make litgpt"
         )
-    return Run(args, stdout, stderr, seconds, usage.ru_maxrss / 1024)
+    folder = None if cwd is None else str(cwd)
+    return Run(args, stdout, stderr, seconds, usage.ru_maxrss / 1024, folder)
 
 
 def litgpt(*args: str | Path, cwd: str | Path | None = None, timeout: float = 1800) -> Run:
@@ -287,6 +295,16 @@ def convert_shrunken(hf_dir: str | Path, out_dir: str | Path) -> Path:
     return Path(
         worker("convert", hf_dir=str(hf_dir), out_dir=str(out_dir), name=LIT_NAME)["checkpoint"]
     )
+
+
+def torch_threads() -> int:
+    """The threads torch computes with in a LitGPT process started by this module.
+
+    Its processes inherit this one's environment (``OMP_NUM_THREADS`` included), and
+    ``finetune_lora`` on one CPU device leaves the count as torch sets it, so this is the
+    count to compare with ``torch.get_num_threads()`` here.
+    """
+    return int(worker("threads")["torch_threads"])
 
 
 def lit_logits(checkpoint_dir: str | Path, token_ids: list[int]):
@@ -414,6 +432,8 @@ def throughput(stdout: str) -> dict[str, float]:
         "tokens_with_prompt": r"Tokens w/ Prompt\s*:\s*([\d,]+)",
         "tokens_with_padding": r"Total Tokens \(w/ Padding\)\s*:\s*([\d,]+)",
         "training_seconds": r"Training Time\s*:\s*([\d.]+)\s*s",
+        # LitGPT's own rate: the padded token count over the training time
+        "reported_tokens_per_second": r"Tok/sec\s*:\s*([\d.]+)\s*tok/s",
     }
     found = {}
     for key, pattern in patterns.items():

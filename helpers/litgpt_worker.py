@@ -129,7 +129,20 @@ def prompt_style(name: str, prompt: str, sys_prompt: str | None = None) -> dict:
     return {"text": style.apply(prompt, sys_prompt=sys_prompt)}
 
 
-TASKS = {"convert": convert, "logits": logits, "generate": generate, "prompt_style": prompt_style}
+def threads() -> dict:
+    """How many threads torch computes with in LitGPT's environment (for a fair comparison)."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads()}
+
+
+TASKS = {
+    "convert": convert,
+    "logits": logits,
+    "generate": generate,
+    "prompt_style": prompt_style,
+    "threads": threads,
+}
 
 
 def main(argv: list[str]) -> int:

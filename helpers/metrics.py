@@ -4,6 +4,7 @@ BLEU/chrF come from ``sacrebleu``, ROUGE-L from ``rouge-score``, accuracy, macro
 confusion matrices from ``scikit-learn`` (chapter 07 calls them in the open). What lives
 here is what those libraries do not do: a lenient exact match, scores per sentence shape,
 a paired bootstrap for the difference between two models scored on the same examples,
+a share with its Wilson interval (for the small held-out sets of chapters 10 and 12),
 mapping a generated answer onto a fixed label set, and word n-gram overlap between two
 splits (a cheap contamination check).
 """
@@ -63,6 +64,29 @@ class Difference:
     def __str__(self) -> str:
         pct = round(100 * self.confidence)
         return f"{self.difference:+.3f} [{pct}% CI {self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A share of hits with its Wilson 95% interval (scipy): how sure a rate on n examples is."""
+
+    hits: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        from scipy.stats import binomtest
+
+        ci = binomtest(self.hits, self.n).proportion_ci(confidence_level=0.95, method="wilson")
+        return ci.low, ci.high
+
+    def __str__(self) -> str:
+        low, high = self.interval
+        return f"{self.hits:>3}/{self.n:<3} = {self.value:.2f} [95% CI {low:.2f}, {high:.2f}]"
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .evaluation import normalize
+from .metrics import Rate
 
 
 @dataclass
@@ -136,6 +137,16 @@ class PairScores:
         """Share of pairs where the policy gives the chosen answer the higher probability."""
         return (self.policy_chosen > self.policy_rejected).float().mean().item()
 
+    @property
+    def prefers_chosen(self) -> torch.Tensor:
+        """Per pair: does the policy give the chosen answer the higher probability?"""
+        return self.policy_chosen > self.policy_rejected
+
+    @property
+    def preference_rate(self) -> Rate:
+        """The preference accuracy as a count with its Wilson 95% interval (few pairs: wide)."""
+        return Rate(int(self.prefers_chosen.sum()), len(self.prefers_chosen))
+
     def rewards(self, beta: float) -> DPOOutput:
         """The implicit rewards, margins and DPO loss of these pairs."""
         return dpo_loss(
@@ -179,7 +190,12 @@ def dpo_loss_types() -> list[str]:
 
 
 def preference_trainers() -> dict[str, list[str]]:
-    """Preference-tuning trainers of the installed trl: in ``trl`` and in ``trl.experimental``."""
+    """Preference-tuning trainers of the installed trl, by where they can be imported from.
+
+    ``"trl"``: the trainers exported by ``trl`` itself. ``"trl.experimental"``: the ones found
+    *only* under ``trl.experimental`` (a trainer that trl also exports at the top level, as
+    trl 1.16 does with KTO, is listed once, under ``"trl"``).
+    """
     import importlib
     import pkgutil
 
@@ -187,11 +203,19 @@ def preference_trainers() -> dict[str, list[str]]:
 
     wanted = ("DPO", "KTO", "ORPO", "CPO", "GRPO", "RLOO", "OnlineDPO", "Reward")
     stable = sorted(n for n in trl.__all__ if n.endswith("Trainer") and n.startswith(wanted))
+    trainer_of_module = {
+        "orpo": "ORPOTrainer",
+        "cpo": "CPOTrainer",
+        "kto": "KTOTrainer",
+        "online_dpo": "OnlineDPOTrainer",
+    }
     experimental = []
     try:
         exp = importlib.import_module("trl.experimental")
         names = {m.name for m in pkgutil.iter_modules(exp.__path__)}
-        experimental = sorted(n for n in names if n in {"orpo", "cpo", "kto", "online_dpo"})
+        experimental = sorted(
+            n for n in names if n in trainer_of_module and trainer_of_module[n] not in stable
+        )
     except ImportError:
         pass
     return {"trl": stable, "trl.experimental": experimental}

@@ -38,6 +38,7 @@ import torch
 
 from .data.tool_calls import FUNCTIONS, run_call, tool_schemas
 from .generation import decode_batches
+from .metrics import Rate
 
 TOOL_TEMPLATE = """\
 {%- if messages and messages[0]['role'] == 'system' -%}
@@ -289,29 +290,6 @@ def canonical(calls: Sequence[dict]) -> list[str]:
         json.dumps({"name": c["name"], "arguments": plain(c["arguments"])}, sort_keys=True)
         for c in calls
     )
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A share of hits with its Wilson 95% interval (scipy)."""
-
-    hits: int
-    n: int
-
-    @property
-    def value(self) -> float:
-        return self.hits / self.n if self.n else float("nan")
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        from scipy.stats import binomtest
-
-        ci = binomtest(self.hits, self.n).proportion_ci(confidence_level=0.95, method="wilson")
-        return ci.low, ci.high
-
-    def __str__(self) -> str:
-        low, high = self.interval
-        return f"{self.hits:>3}/{self.n:<3} = {self.value:.2f} [95% CI {low:.2f}, {high:.2f}]"
 
 
 METRICS = {

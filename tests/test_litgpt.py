@@ -86,11 +86,29 @@ def test_litgpt_venv_has_the_pinned_versions(lit_bin):
     assert installed == wanted, "LitGPT's environment is stale: rm -rf .venv-litgpt && make litgpt"
 
 
+def test_litgpt_processes_inherit_the_thread_count(lit_bin, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert litgpt.torch_threads() == 1
+
+
 def test_a_missing_environment_names_make_litgpt(tmp_path, monkeypatch):
     monkeypatch.setenv(litgpt.VENV_ENV, str(tmp_path / "nowhere"))
     assert not litgpt.available()
     with pytest.raises(litgpt.LitGPTMissing, match="make litgpt"):
         litgpt.litgpt("--help")
+
+
+def test_a_printed_command_runs_as_printed(lit_bin, tmp_path):
+    import os
+
+    folder = tmp_path / "work"
+    folder.mkdir()
+    run = litgpt.litgpt("convert_to_litgpt", "--help", cwd=folder)
+    assert run.command == f"cd {folder} && litgpt convert_to_litgpt --help"
+    # typed into a shell with LitGPT's environment active, it does the same
+    env = {**os.environ, "PATH": f"{litgpt.venv_dir() / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    again = subprocess.run(run.command, shell=True, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "checkpoint_dir" in again.stdout
 
 
 def test_a_failing_command_says_what_failed(lit_bin):
@@ -220,11 +238,13 @@ def test_throughput_and_answers_are_read_from_litgpt_output():
     summary = (
         "| - Input Tokens              :    595\n| - Tokens w/ Prompt          :   1,299\n"
         "| - Total Tokens (w/ Padding) :   1532\n| - Training Time             :  45.81 s\n"
+        "| - Tok/sec                   :  33.44 tok/s\n"
     )
     assert litgpt.throughput(summary) == {
         "tokens_with_prompt": 1299.0,
         "tokens_with_padding": 1532.0,
         "training_seconds": 45.81,
+        "reported_tokens_per_second": 33.44,
     }
     with pytest.raises(ValueError, match="did the run finish"):
         litgpt.throughput("Epoch 1 | iter 1")

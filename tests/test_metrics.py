@@ -156,3 +156,11 @@ def test_sample_is_repeatable_with_a_seed_and_refuses_temperature_zero(tiny):
     assert not model.training
     with pytest.raises(ValueError, match="greedy"):
         sample(model, tokenizer, prompts, seed=0, temperature=0)
+
+
+def test_rates_have_wilson_intervals():
+    low, high = metrics.Rate(0, 20).interval
+    assert low == 0.0 and 0.1 < high < 0.2  # a zero count still has an upper bound
+    assert str(metrics.Rate(15, 20)) == " 15/20  = 0.75 [95% CI 0.53, 0.89]"
+    # the interval narrows as n grows, around the same share
+    assert metrics.Rate(150, 200).interval[0] > metrics.Rate(15, 20).interval[0]

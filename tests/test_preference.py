@@ -111,6 +111,9 @@ def test_variants_are_read_from_trl():
     assert {"sigmoid", "ipo", "hinge", "robust", "sft"} <= set(losses)
     trainers = preference.preference_trainers()
     assert "DPOTrainer" in trainers["trl"]
+    # a trainer importable from trl itself is not also listed as experimental-only
+    stable_modules = {name.removesuffix("Trainer").lower() for name in trainers["trl"]}
+    assert not stable_modules & {m.replace("_", "") for m in trainers["trl.experimental"]}
 
 
 def test_yoda_reward_prefers_the_right_answer():
@@ -130,3 +133,18 @@ def test_a_wrong_sign_reward_is_caught():
         return [-r for r in preference.yoda_reward(completions, yoda)]
 
     assert preference.reward_prefers_chosen(flipped, pair_rows("test")) == 0.0
+
+
+def test_pair_scores_count_the_pairs_that_prefer_the_chosen_answer():
+    scores = preference.PairScores(
+        policy_chosen=torch.tensor([-1.0, -5.0, -2.0, -3.0]),
+        policy_rejected=torch.tensor([-2.0, -4.0, -9.0, -3.0]),  # a tie is not a preference
+        ref_chosen=torch.zeros(4),
+        ref_rejected=torch.zeros(4),
+    )
+    assert scores.prefers_chosen.tolist() == [True, False, True, False]
+    assert scores.preference_accuracy == 0.5
+    rate = scores.preference_rate
+    assert (rate.hits, rate.n) == (2, 4)
+    low, high = rate.interval
+    assert low < 0.5 < high

@@ -286,3 +286,37 @@ def test_slow_tests_follow_the_switch_read_one_way(monkeypatch, value, skipped):
     slow, quick = Item(True), Item(False)
     _markers().pytest_collection_modifyitems(None, [slow, quick])
     assert slow.added == (["skip"] if skipped else []) and quick.added == []
+
+
+def _first_imports(path) -> list[str]:
+    """Top-level module of every import in a notebook's code cells, in the order they run."""
+    import ast
+    import json
+
+    found = []
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "\n".join(
+            line for line in "".join(cell["source"]).splitlines() if not line.startswith(("%", "!"))
+        )
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                found += [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.append(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_helpers_is_imported_before_bitsandbytes_loads(path):
+    """peft and trl load bitsandbytes, which prints a note on some CPUs only; `import helpers`
+    filters it, so a chapter's stored stderr does not depend on the processor."""
+    imports = _first_imports(path)
+    loaders = [m for m in imports if m in {"peft", "trl", "bitsandbytes"}]
+    if loaders:
+        assert "helpers" in imports, path.name
+        first_loader = imports.index(loaders[0])
+        assert imports.index("helpers") < first_loader, (
+            f"{path.name}: `import helpers` must come before `import {loaders[0]}`"
+        )

@@ -289,13 +289,6 @@ def test_scores_of_perfect_and_empty_answers(rows, tools):
     assert all(set(counts) <= {wanted} for wanted, counts in table.items())
 
 
-def test_rates_have_wilson_intervals():
-    rate = tc.Rate(0, 20)
-    low, high = rate.interval
-    assert low == 0.0 and 0.1 < high < 0.2  # a zero count still has an upper bound
-    assert str(tc.Rate(15, 20)) == " 15/20  = 0.75 [95% CI 0.53, 0.89]"
-
-
 # ------------------------------------------------------------------ the tools and the data
 def test_the_tools_run():
     assert data.convert_units(10, "km", "mi") == 6.21
