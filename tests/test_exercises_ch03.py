@@ -30,7 +30,17 @@ def attention_with_the_helper(r):
 
 
 def attention_by_regex(r):
-    return LoraConfig(r=r, lora_alpha=16, target_modules=r".*\.self_attn\.(q|k|v|o)_proj")
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules=r".*\.self_attn\.(q|k|v|o)_proj")
+
+
+def attention_alpha_16(r):
+    return LoraConfig(r=r, lora_alpha=16, target_modules=list(lora.ATTENTION))
+
+
+def attention_imported_helper(r):
+    from helpers.training import lora_config
+
+    return lora_config(r=r, target_modules=list(lora.ATTENTION))
 
 
 def all_linear(r):
@@ -65,7 +75,7 @@ def crashing(r):
 RIGHT = {
     "03.1": [2, 2.0, 16 / math.sqrt(64), torch.tensor(2.0), np.float64(2.0)],
     "03.2": [288, 288.0, 576 * 576 / (576 + 576), np.float64(288)],
-    "03.3": [attention_only, attention_with_the_helper, attention_by_regex],
+    "03.3": [attention_only, attention_by_regex],
 }
 
 # Wrong answers, each with a piece of the hint it must get.
@@ -91,6 +101,10 @@ WRONG = {
         (q_and_v, "k_proj, o_proj not adapted"),
         (attention_and_gate, "gate_proj adapted too"),
         (fixed_rank, "use the rank the function is given"),
+        (attention_alpha_16, "alpha = 2 * r"),
+        (attention_with_the_helper, "write it yourself"),
+        (attention_imported_helper, "write it yourself"),
+        (helpers.lora_config, "write it yourself"),
         (a_dict, "return a peft LoraConfig"),
         (crashing, "raised TypeError"),
         (921_600, "asks for a function"),
@@ -130,3 +144,63 @@ def test_the_check_counts_against_the_formula_on_the_tiny_model():
 
 def test_solutions_are_computed_from_the_shapes():
     assert exercises.solution("03.2") == 288.0
+
+
+# --- 03.4: the merged weight -----------------------------------------------------------------
+def merge_by_einsum(weight, lora_A, lora_B, alpha, r):
+    return weight + torch.einsum("or,ri->oi", lora_B, lora_A) * alpha / r
+
+
+def merge_unscaled(weight, lora_A, lora_B, alpha, r):
+    return weight + lora_B @ lora_A
+
+
+def merge_rslora(weight, lora_A, lora_B, alpha, r):
+    return weight + alpha / math.sqrt(r) * (lora_B @ lora_A)
+
+
+def merge_in_place(weight, lora_A, lora_B, alpha, r):
+    weight += (alpha / r) * (lora_B @ lora_A)
+    return weight
+
+
+def update_only(weight, lora_A, lora_B, alpha, r):
+    return (alpha / r) * (lora_B @ lora_A)
+
+
+def merge_transposed(weight, lora_A, lora_B, alpha, r):
+    return weight.T + (alpha / r) * (lora_A.T @ lora_B.T)
+
+
+RIGHT["03.4"] = [merge_by_einsum, ch03.merged_weight]
+WRONG["03.4"] = [
+    (merge_unscaled, "multiply B A by alpha / r"),
+    (merge_rslora, "rsLoRA's scale"),
+    (merge_in_place, "changed its inputs in place"),
+    (update_only, "add the update to the base weight"),
+    (merge_transposed, "W's shape"),
+    (lambda w, a, b, alpha, r: [[0.0]], "return a torch tensor"),
+]
+
+
+def test_the_merge_reference_is_what_peft_stores():
+    from peft import get_peft_model
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(20, 12, bias=False)
+
+    torch.manual_seed(0)
+    model = get_peft_model(Tiny(), LoraConfig(r=4, lora_alpha=16, target_modules=["proj"]))
+    layer = model.base_model.model.proj
+    torch.nn.init.normal_(layer.lora_B["default"].weight)  # peft starts B at zero
+    expected = ch03.merged_weight(
+        layer.base_layer.weight.detach().clone(),
+        layer.lora_A["default"].weight.detach(),
+        layer.lora_B["default"].weight.detach(),
+        16,
+        4,
+    )
+    merged = model.merge_and_unload().proj.weight.detach()
+    assert torch.allclose(merged, expected, atol=1e-6)

@@ -140,3 +140,52 @@ def test_parts_are_read_from_the_labels(yoda):
     answer_tokens = len(tokenizer(row["yoda"], add_special_tokens=False)["input_ids"])
     assert n_loss == answer_tokens + 2  # answer, <|im_end|>, newline
     assert exercises.solution("04.2") == ["answer", "end of turn"]
+
+
+# --- 04.4: ChatML written by hand -------------------------------------------------------------
+def chatml_loop(messages, add_generation_prompt):
+    text = ""
+    if messages[0]["role"] != "system":
+        text += (
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+            "Hugging Face<|im_end|>\n"
+        )
+    for m in messages:
+        text += "<|im_start|>" + m["role"] + "\n" + m["content"] + "<|im_end|>\n"
+    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def chatml_no_default_system(messages, add_generation_prompt):
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def chatml_never_generation_prompt(messages, add_generation_prompt):
+    return chatml_loop(messages, False)
+
+
+def chatml_always_generation_prompt(messages, add_generation_prompt):
+    return chatml_loop(messages, True)
+
+
+def chatml_no_newlines(messages, add_generation_prompt):
+    return chatml_loop(messages, add_generation_prompt).replace("\n", "")
+
+
+def chatml_by_the_template(messages, add_generation_prompt):
+    from helpers.exercises.ch04 import _tokenizer
+
+    return _tokenizer().apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+RIGHT["04.4"] = [chatml_loop]
+WRONG["04.4"] = [
+    (chatml_no_default_system, "SmolLM's default one"),
+    (chatml_never_generation_prompt, "ends with <|im_start|>assistant"),
+    (chatml_always_generation_prompt, "only when add_generation_prompt is True"),
+    (chatml_no_newlines, "the wrong newlines"),
+    (chatml_by_the_template, "write it yourself"),
+    (lambda messages, g: [messages], "as a str"),
+]

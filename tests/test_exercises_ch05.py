@@ -6,6 +6,8 @@ Exercise 05.2 runs one optimizer step of the tiny model per answer, a few second
 
 from __future__ import annotations
 
+import pytest
+
 import helpers
 from helpers import exercises
 from helpers.exercises import ch05
@@ -63,6 +65,10 @@ WRONG = {
             ),
             "summed 2 micro-batch(es)",
         ),
+        (
+            _config(per_device_train_batch_size=2, gradient_accumulation_steps=4),
+            "only because trl's default turns it on",
+        ),
         (lambda output_dir, **common: {"per_device_train_batch_size": 2}, "return an SFTConfig"),
         (_raises, "your answer raised TypeError"),
         (ch05.COMMON, "asks for a function"),
@@ -97,3 +103,31 @@ def test_05_2_unanswered_function_is_not_answered_yet():
     correct, line = exercises.verdict("05.2", answer_05_2)
     assert not correct
     assert line.startswith("Exercise 05.2: not answered yet: write the body")
+
+
+# --- 05.3: the model states' bytes ------------------------------------------------------------
+RIGHT["05.3"] = [
+    lambda total, trainable, weight_bytes: total * weight_bytes + 12 * trainable,
+    lambda total, trainable, weight_bytes: int(total * weight_bytes + (4 + 4 + 4) * trainable),
+]
+WRONG["05.3"] = [
+    (lambda total, trainable, wb: total * wb, "the weights alone"),
+    (lambda total, trainable, wb: total * wb + 4 * trainable, "two fp32 moments"),
+    (lambda total, trainable, wb: total * (wb + 12), "only the trainable parameters"),
+    (lambda total, trainable, wb: total * wb + 3 * wb * trainable, "stay fp32"),
+    (lambda total, trainable, wb: "many", "not a string"),
+]
+
+
+def test_05_3_agrees_with_the_memory_calculator_for_full_fine_tuning():
+    """The calculator's weights and AdamW states are the exercise's; its gradient figure also
+    holds the backward pass's transient buffers, so it is not compared."""
+    from helpers.memory.estimate import estimate_training_memory
+    from helpers.numbers import SMOLLM2_135M_CONFIG, llama_parameters
+
+    n = llama_parameters(SMOLLM2_135M_CONFIG)
+    estimate = estimate_training_memory(SMOLLM2_135M_CONFIG, batch_size=1, seq_len=8)
+    assert estimate.trainable_parameters == n
+    assert estimate.weights == pytest.approx(n * 4, rel=1e-6)
+    assert estimate.optimizer_states == ch05.ADAM_STATE_BYTES * n
+    assert ch05.model_state_bytes(n, n, 4) == n * 4 + (ch05.GRADIENT_BYTES + 8) * n

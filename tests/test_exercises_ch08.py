@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from helpers.exercises import ch08
 from helpers.exercises.ch08 import greedy_loop, toy_next_logits
 
 
@@ -82,3 +83,52 @@ WRONG = {
 def test_the_toy_model_is_deterministic_and_depends_on_the_whole_sequence():
     assert toy_next_logits([1, 2, 3]) == toy_next_logits([1, 2, 3])
     assert toy_next_logits([1, 2, 3]) != toy_next_logits([2, 2, 3])
+
+
+# --- 08.3: one Q8_0 block ---------------------------------------------------------------------
+def q8_by_hand(block):
+    scale = np.abs(block).max() / 127
+    if scale == 0:
+        return np.float16(0), np.zeros(len(block), dtype=np.int8)
+    return np.float16(scale), np.round(block / scale).astype(np.int8)
+
+
+def q8_truncated(block):
+    scale = np.abs(block).max() / 127
+    if scale == 0:
+        return 0.0, np.zeros(len(block), dtype=np.int8)
+    return scale, (block / scale).astype(np.int8)
+
+
+def q8_unsigned(block):
+    scale = np.abs(block).max() / 255
+    if scale == 0:
+        return 0.0, np.zeros(len(block), dtype=np.int8)
+    return scale, np.round(block / scale).astype(np.int16)
+
+
+def q8_zero_block_nan(block):
+    scale = np.abs(block).max() / 127
+    with np.errstate(invalid="ignore", divide="ignore"):
+        codes = np.nan_to_num(np.round(block / scale), nan=1).astype(np.int8)
+    return scale, codes
+
+
+RIGHT["08.3"] = [q8_by_hand, ch08.quantize_q8_0]
+WRONG["08.3"] = [
+    (q8_truncated, "truncate towards zero"),
+    (q8_unsigned, "maps to 127, not 255"),
+    (q8_zero_block_nan, "do not divide by zero"),
+    (lambda block: np.round(block * 100), "a pair (scale, codes)"),
+    (lambda block: (1.0, [1, 2]), "32 codes"),
+]
+
+
+def test_the_q8_0_reference_writes_the_bytes_gguf_writes():
+    from gguf.quants import GGMLQuantizationType, quantize
+
+    for block in ch08._q8_blocks():
+        scale, codes = ch08.quantize_q8_0(block)
+        ours = np.float16(scale).tobytes() + codes.astype(np.int8).tobytes()
+        theirs = quantize(block.reshape(1, -1), GGMLQuantizationType.Q8_0).tobytes()
+        assert ours == theirs

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from helpers.exercises import ch09
+
 
 def _by_formula(n, world, stage):
     weights, grads, optim = 2 * n, 2 * n, 12 * n
@@ -57,3 +59,35 @@ WRONG = {
         (51, "global batch = per-device"),
     ],
 }
+
+
+# --- 09.3: the indices a rank reads -----------------------------------------------------------
+def strided_with_padding(num_examples, world_size, rank):
+    per_rank = math.ceil(num_examples / world_size)
+    padded = [i % num_examples for i in range(per_rank * world_size)]
+    return padded[rank::world_size]
+
+
+def strided_no_padding(num_examples, world_size, rank):
+    return list(range(rank, num_examples, world_size))
+
+
+def contiguous(num_examples, world_size, rank):
+    per_rank = math.ceil(num_examples / world_size)
+    padded = [i % num_examples for i in range(per_rank * world_size)]
+    return padded[rank * per_rank : (rank + 1) * per_rank]
+
+
+def with_the_sampler(num_examples, world_size, rank):
+    from torch.utils.data import DistributedSampler
+
+    return list(DistributedSampler(range(num_examples), world_size, rank, shuffle=False))
+
+
+RIGHT["09.3"] = [strided_with_padding, ch09.rank_indices]
+WRONG["09.3"] = [
+    (strided_no_padding, "pads the list"),
+    (contiguous, "contiguous chunks"),
+    (with_the_sampler, "write it yourself"),
+    (lambda n, w, r: "0,1,2", "as a list of integers"),
+]

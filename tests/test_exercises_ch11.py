@@ -5,7 +5,8 @@ tests/test_exercises.py collects RIGHT and WRONG from every tests/test_exercises
 
 from __future__ import annotations
 
-from helpers.litgpt import litgpt_record
+from helpers.exercises import ch11
+from helpers.litgpt import litgpt_record, lora_parameter_count
 
 
 def _by_hand(row):
@@ -63,3 +64,47 @@ WRONG = {
         (1000, "per layer r x"),
     ],
 }
+
+
+# --- 11.3: LitGPT's LoRA parameters -----------------------------------------------------------
+def qv_by_hand(n_layer, n_embd, head_size, n_head, n_query_groups, r):
+    query = r * n_embd + r * n_head * head_size
+    value = r * n_embd + r * n_query_groups * head_size
+    return n_layer * (query + value)
+
+
+def qv_value_as_wide_as_query(n_layer, n_embd, head_size, n_head, n_query_groups, r):
+    return n_layer * 2 * r * (2 * n_embd)
+
+
+def qv_one_layer(n_layer, n_embd, head_size, n_head, n_query_groups, r):
+    return qv_by_hand(1, n_embd, head_size, n_head, n_query_groups, r)
+
+
+def qkv(n_layer, n_embd, head_size, n_head, n_query_groups, r):
+    kv = n_query_groups * head_size
+    return n_layer * r * (3 * n_embd + n_head * head_size + 2 * kv)
+
+
+def qv_with_the_helper(n_layer, n_embd, head_size, n_head, n_query_groups, r):
+    return lora_parameter_count(
+        n_layer, n_embd, head_size, n_head, n_query_groups, 0, r,
+        key=False, projection=False, mlp=False,
+    )  # fmt: skip
+
+
+RIGHT["11.3"] = [qv_by_hand, ch11.query_value_lora_parameters]
+WRONG["11.3"] = [
+    (qv_value_as_wide_as_query, "n_query_groups * head_size"),
+    (qv_one_layer, "that is one layer"),
+    (qkv, "key is not adapted"),
+    (qv_with_the_helper, "write it yourself"),
+]
+
+
+def test_the_litgpt_reference_equals_the_chapter_helper():
+    for config in ch11.LITGPT_CONFIGS:
+        expected = lora_parameter_count(
+            *config[:5], 0, config[5], key=False, projection=False, mlp=False
+        )
+        assert ch11.query_value_lora_parameters(*config) == expected

@@ -96,6 +96,101 @@ def call_answer(function: Any, *args: Any, **kwargs: Any) -> Any:
     return result
 
 
+def _code_objects(answer: Any) -> list[Any]:
+    """The code objects of a function, a class's methods, and every function nested in them."""
+    roots = []
+    if inspect.isclass(answer):
+        for member in vars(answer).values():
+            member = getattr(member, "__func__", member)  # staticmethod, classmethod
+            if inspect.isfunction(member):
+                roots.append(member.__code__)
+    elif inspect.isfunction(answer):
+        roots.append(answer.__code__)
+    found, stack = [], list(roots)
+    while stack:
+        code = stack.pop()
+        found.append(code)
+        stack.extend(c for c in code.co_consts if inspect.iscode(c))
+    return found
+
+
+def _globals_of(answer: Any) -> dict[str, Any]:
+    if inspect.isclass(answer):
+        module = inspect.getmodule(answer)
+        return vars(module) if module else {}
+    return getattr(answer, "__globals__", {})
+
+
+def course_calls(answer: Any, course: Iterable[Callable]) -> list[str]:
+    """The course functions in `course` that `answer` is, or names in its code.
+
+    Read from the bytecode (names a function loads, imports or calls as an attribute, in
+    nested functions and a class's methods too), so it also sees ``helpers.lora_config(...)``
+    and ``from helpers.causal_lm import group_texts`` inside the function.
+    """
+    course = list(course)
+    by_name = {f.__name__: f for f in course}
+    used: dict[str, Callable] = {}
+    if any(answer is f for f in course):
+        used[answer.__name__] = answer
+    namespace = _globals_of(answer)
+    for code in _code_objects(answer):
+        for name in code.co_names:
+            value = namespace.get(name)
+            hit = next((f for f in course if value is f), None) or by_name.get(name)
+            if hit is not None:
+                used[hit.__name__] = hit
+    for cell in getattr(answer, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        hit = next((f for f in course if value is f), None)
+        if hit is not None:
+            used[hit.__name__] = hit
+    return [f"{f.__module__}.{f.__qualname__}" for f in used.values()]
+
+
+def refuse_course_solution(answer: Any, *course: Callable, registered: Any = None) -> None:
+    """Raise AnswerMissing when `answer` is, or calls, one of the course's own solutions.
+
+    For exercises that say "write it yourself": handing in ``helpers.lora_config`` (or a
+    function that returns its result) proves nothing about the learner's code. The
+    exercise's `registered` solution itself (the instructors' reference) is let through,
+    but a function that calls it is refused like the others.
+    """
+    if registered is not None:
+        if answer is registered:
+            return
+        course = (*course, registered)
+    used = course_calls(answer, course)
+    if used:
+        raise AnswerMissing(
+            f"write it yourself: your answer uses the course's own {', '.join(used)}; "
+            "this exercise is about writing that code"
+        )
+
+
+def names_used(answer: Any) -> set[str]:
+    """Every global, attribute and imported name that `answer`'s code refers to."""
+    return {name for code in _code_objects(answer) for name in code.co_names}
+
+
+def keywords_set(answer: Any) -> set[str]:
+    """The keyword-argument names that `answer`'s code passes in its calls (from the bytecode).
+
+    How a check tells ``SFTConfig(..., activation_checkpointing=True)`` from trl's default.
+    """
+    names: set[str] = set()
+    for code in _code_objects(answer):
+        for const in code.co_consts:
+            if isinstance(const, tuple) and all(isinstance(c, str) for c in const):
+                names.update(const)
+            elif isinstance(const, str) and const.isidentifier():
+                names.add(const)  # a dict literal's key, e.g. dict(**{"name": value})
+    return names
+
+
 def register(
     exercise_id: str,
     question: str,

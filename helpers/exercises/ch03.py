@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import math
 
-from . import AnswerMissing, call_answer, near_value, number, register
+from . import (
+    AnswerMissing,
+    call_answer,
+    near_value,
+    number,
+    refuse_course_solution,
+    register,
+)
 
 RSLORA_R, RSLORA_ALPHA = 64, 16
 """Exercise 03.1: the rank and alpha of a LoraConfig with use_rslora=True."""
@@ -122,8 +129,16 @@ def _applied(config) -> tuple[int, set[str], int]:
     return trainable, adapted, config.r
 
 
-def _lora_results(function) -> list[tuple[int, tuple[int, set[str], int]]]:
-    return [(r, _applied(call_answer(function, r))) for r in CHECK_RANKS]
+def _lora_results(function) -> list[tuple[int, tuple[int, set[str], int], float]]:
+    """(asked rank, what the config does on the tiny model, its lora_alpha) per checked rank."""
+    from ..training import lora_config
+
+    refuse_course_solution(function, lora_config)
+    results = []
+    for r in CHECK_RANKS:
+        config = call_answer(function, r)
+        results.append((r, _applied(config), config.lora_alpha))
+    return results
 
 
 def _expected_count(r: int, targets) -> int:
@@ -141,8 +156,10 @@ def _fresh_tiny_model_config():
 def _compare_lora(answer, expected) -> bool:
     from ..lora import ATTENTION
 
-    for r, (trainable, adapted, _) in _lora_results(answer):
+    for r, (trainable, adapted, _), alpha in _lora_results(answer):
         if adapted != set(ATTENTION) or trainable != _expected_count(r, ATTENTION):
+            return False
+        if alpha != 2 * r:
             return False
     return True
 
@@ -150,7 +167,7 @@ def _compare_lora(answer, expected) -> bool:
 def _lora_hint(answer, expected):
     from ..lora import ATTENTION, MLP
 
-    for r, (trainable, adapted, rank) in _lora_results(answer):
+    for r, (trainable, adapted, rank), alpha in _lora_results(answer):
         if rank != r:
             return f"use the rank the function is given: asked for r={r}, the config has r={rank}"
         if adapted >= set(MLP):
@@ -163,15 +180,100 @@ def _lora_hint(answer, expected):
             return f"{', '.join(extra)} adapted too: only the attention projections"
         if trainable != _expected_count(r, ATTENTION):
             return "the right layers, but more parameters train: leave bias='none'"
+        if alpha != 2 * r:
+            return (
+                f"for r={r} the config has lora_alpha={alpha}: the course's rule is "
+                "alpha = 2 * r, so that the update's scale alpha / r stays 2 at every rank"
+            )
     return None
 
 
 register(
     "03.3",
-    "Write answer_03_3(r): a peft LoraConfig of rank r that adapts only the attention "
-    "projections (q_proj, k_proj, v_proj, o_proj) of a Llama model.",
+    "Write answer_03_3(r): a peft LoraConfig of rank r and lora_alpha 2r that adapts only the "
+    "attention projections (q_proj, k_proj, v_proj, o_proj) of a Llama model, with peft's "
+    "LoraConfig itself (not helpers.lora_config).",
     lambda: _attention_config,
     _compare_lora,
     hints=[_lora_hint],
     fallback_hint="LoraConfig(r=r, lora_alpha=2 * r, target_modules=[...], task_type=...)",
+)
+
+
+# --- 03.4: merging an adapter into its base weight by hand -----------------------------------
+MERGE_CASES = ((7, 5, 3, 6.0), (12, 20, 4, 16.0), (9, 9, 1, 1.0))
+"""Exercise 03.4: (d_out, d_in, r, alpha) of the layers the check merges; none is SmolLM2's."""
+
+
+def merged_weight(weight, lora_A, lora_B, alpha, r):
+    """The reference for 03.4: W + (alpha / r) B A, what ``merge_and_unload`` stores."""
+    return weight + (alpha / r) * (lora_B @ lora_A)
+
+
+def _merge_inputs(case: tuple[int, int, int, float], seed: int):
+    import torch
+
+    d_out, d_in, r, alpha = case
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(d_out, d_in, generator=generator)
+    lora_A = torch.randn(r, d_in, generator=generator)
+    lora_B = torch.randn(d_out, r, generator=generator)
+    return weight, lora_A, lora_B, alpha, r
+
+
+def _merge_results(answer):
+    """(the learner's merged weight, the reference, inputs changed?) per case."""
+    import torch
+
+    results = []
+    for seed, case in enumerate(MERGE_CASES, start=31):
+        inputs = _merge_inputs(case, seed)
+        copies = [t.clone() if torch.is_tensor(t) else t for t in inputs]
+        got = call_answer(answer, *copies)
+        if not torch.is_tensor(got):
+            raise AnswerMissing(
+                f"return a torch tensor (the merged weight), not {type(got).__name__}"
+            )
+        changed = any(
+            torch.is_tensor(c) and not torch.equal(c, t)
+            for c, t in zip(copies, inputs, strict=True)
+        )
+        results.append((got, merged_weight(*inputs), changed, inputs))
+    return results
+
+
+def _same_merge(answer, expected) -> bool:
+    import torch
+
+    return all(
+        got.shape == want.shape and torch.allclose(got, want, atol=1e-5) and not changed
+        for got, want, changed, _ in _merge_results(answer)
+    )
+
+
+def _merge_hint(answer, expected):
+    import torch
+
+    for got, want, changed, (weight, lora_A, lora_B, alpha, r) in _merge_results(answer):
+        if got.shape != want.shape:
+            return f"the merged weight has W's shape {tuple(want.shape)}, got {tuple(got.shape)}"
+        if changed:
+            return "your function changed its inputs in place: return a new tensor"
+        if torch.allclose(got, weight + lora_B @ lora_A, atol=1e-5) and alpha != r:
+            return "the update is scaled: multiply B A by alpha / r"
+        if torch.allclose(got, weight + alpha / r**0.5 * (lora_B @ lora_A), atol=1e-5):
+            return "alpha / sqrt(r) is rsLoRA's scale; this layer uses plain LoRA's alpha / r"
+        if torch.allclose(got, (alpha / r) * (lora_B @ lora_A), atol=1e-5):
+            return "add the update to the base weight W"
+    return None
+
+
+register(
+    "03.4",
+    "Write answer_03_4(weight, lora_A, lora_B, alpha, r): the weight a merged LoRA layer "
+    "stores (W is d_out x d_in, A is r x d_in, B is d_out x r), as a new tensor.",
+    lambda: merged_weight,
+    _same_merge,
+    hints=[_merge_hint],
+    fallback_hint="y = W x + (alpha / r) B A x for every x: which single matrix does that?",
 )

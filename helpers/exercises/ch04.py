@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from ..data import load_dataset
-from . import AnswerMissing, as_number, call_answer, number, register
+from . import AnswerMissing, as_number, call_answer, names_used, number, register
 
 LOSS_EXAMPLE = 0
 """Exercise 04.1 counts the loss tokens of this row of the Yoda test split."""
@@ -295,4 +295,106 @@ register(
     _same_labels,
     hints=[_mask_hint],
     fallback_hint="compare your labels with mark_loss on a batch from trainer.data_collator",
+)
+
+
+# ---------------------------------------------------------------- 04.4
+CHATML_CASES = (
+    (
+        [
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": "Colour of the sky at noon?"},
+            {"role": "assistant", "content": "Blue."},
+        ],
+        False,
+    ),
+    ([{"role": "user", "content": "Name a moon of Mars."}], True),
+    (
+        [
+            {"role": "user", "content": "Two plus two?"},
+            {"role": "assistant", "content": "Four."},
+            {"role": "user", "content": "And three more?"},
+        ],
+        True,
+    ),
+)
+"""Exercise 04.4: conversations (none from the Yoda data) and add_generation_prompt for each."""
+
+SMOLLM_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+"""The system message SmolLM2-135M-Instruct's template adds when a conversation has none."""
+
+
+def render_chatml(messages: list[dict], add_generation_prompt: bool) -> str:
+    """The reference for 04.4: SmolLM2's chat template written out in Python."""
+    parts = []
+    if messages and messages[0]["role"] != "system":
+        parts.append(f"<|im_start|>system\n{SMOLLM_DEFAULT_SYSTEM}<|im_end|>\n")
+    for message in messages:
+        parts.append(f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n")
+    if add_generation_prompt:
+        parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+
+def template_renderings() -> list[str]:
+    """What the tokenizer's own template renders for the cases (the check's truth)."""
+    tokenizer = _tokenizer()
+    return [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=g)
+        for m, g in CHATML_CASES
+    ]
+
+
+def _renderings(answer) -> list[str]:
+    if "apply_chat_template" in names_used(answer):
+        raise AnswerMissing(
+            "write it yourself: your answer calls apply_chat_template; build the string "
+            "from the messages"
+        )
+    got = []
+    for messages, generation_prompt in CHATML_CASES:
+        text = call_answer(answer, [dict(m) for m in messages], generation_prompt)
+        if not isinstance(text, str):
+            raise AnswerMissing(f"return the rendered text as a str, not {type(text).__name__}")
+        got.append(text)
+    return got
+
+
+def _same_rendering(answer, expected) -> bool:
+    return _renderings(answer) == template_renderings()
+
+
+def _chatml_hint(answer, expected):
+    for got, want, (messages, generation_prompt) in zip(
+        _renderings(answer), template_renderings(), CHATML_CASES, strict=True
+    ):
+        if got == want:
+            continue
+        if messages[0]["role"] != "system" and SMOLLM_DEFAULT_SYSTEM not in got:
+            return (
+                "a conversation without a system message gets SmolLM's default one: look at "
+                "what the tokenizer renders for a user turn alone"
+            )
+        if generation_prompt and not got.endswith("<|im_start|>assistant\n"):
+            return "with add_generation_prompt=True the text ends with <|im_start|>assistant\\n"
+        if not generation_prompt and got.endswith("<|im_start|>assistant\n"):
+            return "add the assistant header only when add_generation_prompt is True"
+        if got.replace("\n", "") == want.replace("\n", ""):
+            return (
+                "the right pieces, the wrong newlines: each turn is "
+                "<|im_start|>role\\ncontent<|im_end|>\\n"
+            )
+        return None
+    return None
+
+
+register(
+    "04.4",
+    "Write answer_04_4(messages, add_generation_prompt): the text SmolLM2's chat template "
+    "renders for a list of {'role', 'content'} messages, built in Python without "
+    "apply_chat_template.",
+    lambda: render_chatml,
+    _same_rendering,
+    hints=[_chatml_hint],
+    fallback_hint="print tokenizer.apply_chat_template(messages, tokenize=False): copy its shape",
 )

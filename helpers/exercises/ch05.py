@@ -11,7 +11,7 @@ import warnings
 
 from ..data import load_dataset
 from ..memory.estimate import estimate_training_memory
-from . import AnswerMissing, call_answer, one_of, register
+from . import AnswerMissing, call_answer, keywords_set, one_of, register
 
 KNOB_CONFIG = {"batch_size": 8, "seq_len": 512, "lora_rank": 16}
 """Exercise 05.1: the starting point (fp32, SDPA, AdamW, no checkpointing)."""
@@ -162,12 +162,22 @@ def _recorded_run(answer) -> StepRecord:
     return run_one_step(call_answer(answer, "outputs/05_exercise", **COMMON))
 
 
+CHECKPOINTING_KEYWORDS = ("activation_checkpointing", "gradient_checkpointing")
+"""Exercise 05.2: the answer must set one of these itself; trl 1.16 turns both on by default,
+and a course that relies on a default cannot say what its recipe does when the default changes."""
+
+
+def _sets_checkpointing(answer) -> bool:
+    return bool(keywords_set(answer) & set(CHECKPOINTING_KEYWORDS))
+
+
 def _right_run(answer, expected) -> bool:
     record = _record(answer)
     return (
         record.optimizer_steps == 1
         and record.micro_batches == (MICRO_BATCH,) * ACCUMULATION
         and record.checkpointing
+        and _sets_checkpointing(answer)
     )
 
 
@@ -189,6 +199,11 @@ def _config_hint(answer, expected):
             "the trained model reports activation checkpointing off: turn it on "
             "(activation_checkpointing=True)"
         )
+    if not _sets_checkpointing(answer):
+        return (
+            "checkpointing is on only because trl's default turns it on: set "
+            "activation_checkpointing=True yourself, so the recipe says what it does"
+        )
     return None
 
 
@@ -201,4 +216,73 @@ register(
     _right_run,
     hints=[_config_hint],
     fallback_hint="return SFTConfig(output_dir=output_dir, **common, ...) with the three settings",
+)
+
+
+# ---------------------------------------------------------------- 05.3
+STATE_CASES = (
+    (360_000_000, 360_000_000, 4),  # full fine-tuning in fp32
+    (1_700_000_000, 18_000_000, 2),  # LoRA on a bf16 base
+    (7_000_000_000, 40_000_000, 0.5),  # LoRA on a 4-bit base (QLoRA)
+)
+"""Exercise 05.3: (all parameters, trainable parameters, bytes per stored weight); sizes
+the chapter never shows."""
+
+GRADIENT_BYTES, ADAM_STATE_BYTES = 4, 8
+"""fp32 gradients for the trainable parameters, and AdamW's two fp32 moments."""
+
+
+def model_state_bytes(total_parameters, trainable_parameters, weight_bytes):
+    """The reference for 05.3: weights, plus gradient and AdamW moments per trainable one."""
+    return total_parameters * weight_bytes + trainable_parameters * (
+        GRADIENT_BYTES + ADAM_STATE_BYTES
+    )
+
+
+def _state_answers(answer) -> list[float]:
+    from . import as_number
+
+    return [as_number(call_answer(answer, *case)) for case in STATE_CASES]
+
+
+def _same_state_bytes(answer, expected) -> bool:
+    import math
+
+    return all(
+        math.isclose(got, model_state_bytes(*case), rel_tol=1e-6)
+        for got, case in zip(_state_answers(answer), STATE_CASES, strict=True)
+    )
+
+
+def _state_hint(answer, expected):
+    import math
+
+    for got, (total, trainable, weight_bytes) in zip(
+        _state_answers(answer), STATE_CASES, strict=True
+    ):
+        if math.isclose(got, model_state_bytes(total, trainable, weight_bytes), rel_tol=1e-6):
+            continue
+        if math.isclose(got, total * weight_bytes, rel_tol=1e-6):
+            return "that is the weights alone: training adds a gradient and two AdamW moments"
+        if math.isclose(got, total * weight_bytes + trainable * GRADIENT_BYTES, rel_tol=1e-6):
+            return "weights and gradients: AdamW keeps two fp32 moments per trainable parameter"
+        if math.isclose(got, total * (weight_bytes + 12), rel_tol=1e-6) and total != trainable:
+            return "only the trainable parameters get a gradient and optimizer states"
+        if math.isclose(got, total * weight_bytes + trainable * 8, rel_tol=1e-6):
+            return "one moment is missing, or the gradient: 4 + 8 bytes per trainable parameter"
+        if math.isclose(got, total * weight_bytes + trainable * 3 * weight_bytes, rel_tol=1e-6):
+            return "gradients and AdamW's moments stay fp32 (4 bytes) whatever the weights' dtype"
+        return None
+    return None
+
+
+register(
+    "05.3",
+    "Write answer_05_3(total_parameters, trainable_parameters, weight_bytes): the bytes of "
+    "the model states in one AdamW training step: every weight at weight_bytes, and for "
+    "each trainable parameter an fp32 gradient and AdamW's two fp32 moments.",
+    lambda: model_state_bytes,
+    _same_state_bytes,
+    hints=[_state_hint],
+    fallback_hint="weights for all parameters; gradient + 2 moments only for the trainable ones",
 )

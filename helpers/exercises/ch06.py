@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from ..causal_lm import group_texts
-from . import call_answer, near_value, number, register
+from . import AnswerMissing, call_answer, near_value, number, refuse_course_solution, register
 
 # ---------------------------------------------------------------- 06.1
 BLOCK_SIZES = (4, 7, 16)
@@ -31,6 +31,7 @@ def _as_lists(blocks) -> dict[str, list[list[int]]]:
 
 
 def _same_blocks(answer, expected) -> bool:
+    refuse_course_solution(answer, group_texts, registered=group_texts)
     for examples, size in CASES:
         copy = {k: [list(row) for row in v] for k, v in examples.items()}
         got = _as_lists(call_answer(answer, copy, size))
@@ -98,4 +99,104 @@ register(
         near_value(0.0, "with labels = input_ids the pad positions keep a label, so they count"),
     ],
     fallback_hint="count pad positions (8 - length per text) over all 3 x 8 positions",
+)
+
+
+# ---------------------------------------------------------------- 06.3
+STOP_BELOW = (1.5, 0.8)
+"""Exercise 06.3: the thresholds the check gives the learner's callback."""
+
+LOSS_LOGS = (
+    {"loss": 2.7, "learning_rate": 1e-4},
+    {"eval_loss": 0.5},  # an evaluation log: a validation loss, not the training loss
+    {"loss": 1.9, "learning_rate": 9e-5},
+    {"loss": 1.5, "learning_rate": 8e-5},
+    {"loss": 1.2, "learning_rate": 7e-5},
+    {"loss": 0.7, "learning_rate": 6e-5},
+)
+"""Exercise 06.3: the logs the check feeds the callback, one per step (not a real run)."""
+
+
+def stop_below_loss(threshold):
+    """The reference for 06.3: a callback that stops at the first training loss < threshold."""
+    from transformers import TrainerCallback
+
+    class StopBelow(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and logs["loss"] < threshold:
+                control.should_training_stop = True
+
+    return StopBelow()
+
+
+def _stop_steps(answer) -> list[int | None]:
+    """For each threshold: the 1-based log at which the callback stopped training (or None)."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerCallback, TrainerControl, TrainerState
+
+    refuse_course_solution(answer, registered=stop_below_loss)
+    stops = []
+    for threshold in STOP_BELOW:
+        callback = call_answer(answer, threshold)
+        if isinstance(callback, type):
+            raise AnswerMissing("return an instance of your callback class (add the ())")
+        if not isinstance(callback, TrainerCallback):
+            raise AnswerMissing(
+                f"return a transformers TrainerCallback, not a {type(callback).__name__}"
+            )
+        args, state, control = SimpleNamespace(), TrainerState(), TrainerControl()
+        stopped = None
+        for step, logs in enumerate(LOSS_LOGS, start=1):
+            state.global_step = step
+            state.log_history.append({**logs, "step": step})
+            callback.on_step_end(args, state, control)
+            callback.on_log(args, state, control, logs=dict(logs))
+            if control.should_training_stop:
+                stopped = step
+                break
+        stops.append(stopped)
+    return stops
+
+
+def _first_below(threshold, key="loss") -> int | None:
+    for step, logs in enumerate(LOSS_LOGS, start=1):
+        if key in logs and logs[key] < threshold:
+            return step
+    return None
+
+
+def _same_stops(answer, expected) -> bool:
+    return _stop_steps(answer) == [_first_below(t) for t in STOP_BELOW]
+
+
+def _stop_hint(answer, expected):
+    for got, threshold in zip(_stop_steps(answer), STOP_BELOW, strict=True):
+        want = _first_below(threshold)
+        if got == want:
+            continue
+        if got is None:
+            return (
+                "training never stopped: set control.should_training_stop = True in on_log "
+                "when logs['loss'] is below the threshold"
+            )
+        if got == _first_below(threshold, "eval_loss"):
+            return "an evaluation log's eval_loss stopped it: watch the training 'loss' only"
+        if got == want + 1 or (want and got > want):
+            return "it stopped late: stop at the first loss below the threshold"
+        if got is not None and want is not None and got < want:
+            if any(logs.get("loss") == threshold for logs in LOSS_LOGS[:got]):
+                return "a loss equal to the threshold is not below it: use <, not <="
+            return "it stopped early: compare the logged training loss with the threshold"
+    return None
+
+
+register(
+    "06.3",
+    "Write answer_06_3(threshold): a transformers TrainerCallback (an instance) that stops "
+    "training at the first logged training loss below threshold.",
+    lambda: stop_below_loss,
+    _same_stops,
+    hints=[_stop_hint],
+    fallback_hint="subclass TrainerCallback, override on_log, set control.should_training_stop",
 )

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ..metrics import normalized_exact_match
-from . import call_answer, near_value, number, register
+from . import (
+    AnswerMissing,
+    call_answer,
+    names_used,
+    near_value,
+    number,
+    refuse_course_solution,
+    register,
+)
 
 # ---------------------------------------------------------------- 07.1
 UNSEEN_PAIRS = [
@@ -87,4 +95,84 @@ register(
         ),
     ],
     fallback_hint="per class F1 = 2·TP / (predicted + actual); then the plain mean over classes",
+)
+
+
+# ---------------------------------------------------------------- 07.3
+INTERVAL_CASES = ((47, 60), (3, 22), (0, 15), (30, 30), (512, 1000))
+"""Exercise 07.3: (hits, n) the check asks intervals for, the edges 0 and n included."""
+
+Z_95 = 1.959963984540054
+"""The standard normal's 97.5% quantile: a two-sided 95% interval."""
+
+
+def wilson_interval(hits, n):
+    """The reference for 07.3: the Wilson score 95% interval of hits / n, as (low, high)."""
+    import math
+
+    p, z2 = hits / n, Z_95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _intervals(answer) -> list[tuple[float, float]]:
+    from ..metrics import Rate
+    from . import as_number
+
+    refuse_course_solution(answer, Rate, registered=wilson_interval)
+    if names_used(answer) & {"binomtest", "proportion_ci", "proportion_confint"}:
+        raise AnswerMissing("write it yourself: compute the Wilson formula, not scipy/statsmodels")
+    got = []
+    for case in INTERVAL_CASES:
+        pair = call_answer(answer, *case)
+        if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise AnswerMissing("return the interval as a pair (low, high)")
+        got.append((as_number(pair[0]), as_number(pair[1])))
+    return got
+
+
+def _same_intervals(answer, expected) -> bool:
+    import math
+
+    return all(
+        math.isclose(lo, want_lo, abs_tol=1e-3) and math.isclose(hi, want_hi, abs_tol=1e-3)
+        for (lo, hi), (want_lo, want_hi) in zip(
+            _intervals(answer), (wilson_interval(*c) for c in INTERVAL_CASES), strict=True
+        )
+    )
+
+
+def _interval_hint(answer, expected):
+    import math
+
+    for (lo, hi), (hits, n) in zip(_intervals(answer), INTERVAL_CASES, strict=True):
+        want_lo, want_hi = wilson_interval(hits, n)
+        if math.isclose(lo, want_lo, abs_tol=1e-3) and math.isclose(hi, want_hi, abs_tol=1e-3):
+            continue
+        if lo > hi:
+            return "return (low, high), the smaller bound first"
+        p = hits / n
+        wald = Z_95 * math.sqrt(p * (1 - p) / n)
+        if math.isclose(lo, p - wald, abs_tol=1e-3) or math.isclose(hi, p + wald, abs_tol=1e-3):
+            return (
+                "that is the normal (Wald) interval p ± z·sqrt(p(1-p)/n), which has no width "
+                "at 0/n and n/n; the Wilson interval is centred on (p + z²/2n)/(1 + z²/n)"
+            )
+        if hits in (0, n):
+            return f"at {hits}/{n} the interval still has a width: check the edges 0 and n"
+        return None
+    return None
+
+
+register(
+    "07.3",
+    "Write answer_07_3(hits, n): the Wilson score 95% interval of the rate hits / n, as "
+    "(low, high), from its formula (not helpers.metrics.Rate or scipy).",
+    lambda: wilson_interval,
+    _same_intervals,
+    hints=[_interval_hint],
+    fallback_hint=(
+        "centre (p + z²/2n) / (1 + z²/n), half-width z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)"
+    ),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from . import call_answer, near_value, number, register
+from . import AnswerMissing, call_answer, near_value, number, refuse_course_solution, register
 
 # ---------------------------------------------------------------- 08.1
 VOCAB = 50
@@ -107,4 +107,100 @@ register(
         near_value((BLOCK * 8 + SCALE_BITS) / 8 / BLOCK, "that is bytes per weight: count bits"),
     ],
     fallback_hint="add up the bits of one block (integers and scale), divide by its 32 weights",
+)
+
+
+# ---------------------------------------------------------------- 08.3
+Q8_BLOCK = 32
+Q8_SEEDS = (81, 82, 83)
+"""Exercise 08.3: the seeds of the random blocks the check quantizes (one is all zeros)."""
+
+
+def quantize_q8_0(block):
+    """The reference for 08.3: one GGUF Q8_0 block, as ggml's ``quantize_row_q8_0`` does.
+
+    d = max|x| / 127 (stored as fp16), codes = round(x / d) as int8 (0 where d is 0).
+    """
+    import numpy as np
+
+    x = np.asarray(block, dtype=np.float32)
+    d = float(np.abs(x).max()) / 127.0
+    inverse = 1.0 / d if d else 0.0
+    codes = np.round(x * inverse).astype(np.int8)
+    return np.float16(d), codes
+
+
+def _q8_blocks() -> list:
+    import numpy as np
+
+    blocks = []
+    for seed in Q8_SEEDS:
+        rng = np.random.default_rng(seed)
+        blocks.append((rng.standard_normal(Q8_BLOCK) * 0.02).astype(np.float32))
+    blocks.append(np.zeros(Q8_BLOCK, dtype=np.float32))
+    return blocks
+
+
+def _q8_answers(answer):
+    import numpy as np
+
+    refuse_course_solution(answer, registered=quantize_q8_0)
+    got = []
+    for block in _q8_blocks():
+        result = call_answer(answer, block.copy())
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise AnswerMissing("return a pair (scale, codes)")
+        scale, codes = result
+        got.append((float(scale), np.asarray(codes)))
+    return got
+
+
+def _same_q8(answer, expected) -> bool:
+    import numpy as np
+
+    for (scale, codes), block in zip(_q8_answers(answer), _q8_blocks(), strict=True):
+        want_scale, want_codes = quantize_q8_0(block)
+        if codes.shape != (Q8_BLOCK,) or not np.issubdtype(codes.dtype, np.integer):
+            return False
+        if not np.isclose(scale, float(want_scale), rtol=1e-3, atol=0):
+            return False
+        if np.abs(codes.astype(np.int64) - want_codes.astype(np.int64)).max() > 0:
+            return False
+    return True
+
+
+def _q8_hint(answer, expected):
+    import numpy as np
+
+    for (scale, codes), block in zip(_q8_answers(answer), _q8_blocks(), strict=True):
+        want_scale, want_codes = quantize_q8_0(block)
+        if codes.shape != (Q8_BLOCK,):
+            return f"return one code per weight: {Q8_BLOCK} codes, got shape {codes.shape}"
+        if not np.issubdtype(codes.dtype, np.integer):
+            return "the codes are integers (np.int8): round, then cast"
+        if not block.any():
+            if not np.isfinite(scale) or np.any(codes != 0):
+                return "a block of zeros has scale 0 and codes 0: do not divide by zero"
+            continue
+        if np.isclose(scale, float(np.abs(block).max()) / 255, rtol=1e-3):
+            return "the codes are signed: max|x| maps to 127, not 255"
+        if np.isclose(scale, float(block.max()) / 127, rtol=1e-3) and block.max() < -block.min():
+            return "use the largest absolute value, max|x|, not the largest value"
+        if (
+            np.isclose(scale, float(want_scale), rtol=1e-3)
+            and np.abs(codes.astype(int) - np.trunc(block / float(want_scale)).astype(int)).max()
+            == 0
+        ):
+            return "round to the nearest integer; int() and astype() truncate towards zero"
+    return None
+
+
+register(
+    "08.3",
+    "Write answer_08_3(block): quantize one block of 32 float32 weights to GGUF's Q8_0, "
+    "returning (scale, codes): scale = max|x| / 127 and 32 int8 codes round(x / scale).",
+    lambda: quantize_q8_0,
+    _same_q8,
+    hints=[_q8_hint],
+    fallback_hint="dequantized, scale * codes should be within scale / 2 of every weight",
 )

@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 
 from ..memory.sharding import mixed_precision_states, shard_states
-from . import call_answer, near_value, number, register
+from . import (
+    AnswerMissing,
+    call_answer,
+    names_used,
+    near_value,
+    number,
+    refuse_course_solution,
+    register,
+)
 
 # ---------------------------------------------------------------- 09.1
 ZERO_CASES = [
@@ -78,4 +86,81 @@ register(
         ),
     ],
     fallback_hint="global batch = per-device batch x processes x accumulation; divide the epoch",
+)
+
+
+# ---------------------------------------------------------------- 09.3
+SHARD_CASES = ((10, 4), (7, 3), (12, 5), (3, 4))
+"""Exercise 09.3: (examples, ranks) the check splits; none divides evenly but one."""
+
+
+def rank_indices(num_examples, world_size, rank):
+    """The reference for 09.3: what ``DistributedSampler(shuffle=False)`` gives `rank`.
+
+    The index list is padded by repeating its start until every rank gets the same
+    number, and rank r takes every world_size-th index from position r.
+    """
+    import math
+
+    indices = list(range(num_examples))
+    total = math.ceil(num_examples / world_size) * world_size
+    while len(indices) < total:
+        indices += indices[: total - len(indices)]
+    return indices[rank:total:world_size]
+
+
+def _torch_indices(num_examples, world_size, rank) -> list[int]:
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(
+        range(num_examples), num_replicas=world_size, rank=rank, shuffle=False
+    )
+    return list(sampler)
+
+
+def _shards(answer) -> list[tuple[int, int, int, list[int]]]:
+    refuse_course_solution(answer, registered=rank_indices)
+    if "DistributedSampler" in names_used(answer):
+        raise AnswerMissing("write it yourself: compute the indices, not with DistributedSampler")
+    got = []
+    for n, world in SHARD_CASES:
+        for rank in range(world):
+            indices = call_answer(answer, n, world, rank)
+            if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+                raise AnswerMissing("return the rank's indices as a list of integers")
+            got.append((n, world, rank, [int(i) for i in indices]))
+    return got
+
+
+def _same_shards(answer, expected) -> bool:
+    return all(got == _torch_indices(n, w, r) for n, w, r, got in _shards(answer))
+
+
+def _shard_hint(answer, expected):
+    import math
+
+    for n, world, rank, got in _shards(answer):
+        want = _torch_indices(n, world, rank)
+        if got == want:
+            continue
+        per_rank = math.ceil(n / world)
+        if len(got) != per_rank:
+            return (
+                f"with {n} examples on {world} ranks every rank gets {per_rank} indices: "
+                "the sampler pads the list by repeating its first indices"
+            )
+        if got == list(range(rank * per_rank, (rank + 1) * per_rank)):
+            return "the sampler does not cut contiguous chunks: rank r takes r, r + world, ..."
+        return None
+    return None
+
+
+register(
+    "09.3",
+    "Write answer_09_3(num_examples, world_size, rank): the example indices that rank gets "
+    "from torch's DistributedSampler without shuffling, written yourself.",
+    lambda: rank_indices,
+    _same_shards,
+    hints=[_shard_hint],
+    fallback_hint="pad range(n) to a multiple of world_size from its start, then stride",
 )

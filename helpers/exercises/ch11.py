@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..litgpt import litgpt_record, lora_parameter_count
-from . import call_answer, near_value, number, register
+from . import call_answer, near_value, number, refuse_course_solution, register
 
 # ---------------------------------------------------------------- 11.1
 UNSEEN_ROWS = [
@@ -101,4 +101,61 @@ register(
         ),
     ],
     fallback_hint="per layer r x (d_in + d_out) for query (576 -> 576) and value (576 -> 192)",
+)
+
+
+# ---------------------------------------------------------------- 11.3
+LITGPT_CONFIGS = (
+    # (n_layer, n_embd, head_size, n_head, n_query_groups, r): none is SmolLM2-135M
+    (32, 960, 64, 15, 5, 8),  # SmolLM2-360M's shape
+    (24, 2048, 64, 32, 32, 16),  # SmolLM2-1.7B's shape (no grouped queries)
+    (3, 64, 16, 4, 2, 4),  # a toy
+)
+"""Exercise 11.3: the model shapes and ranks the check counts LitGPT's LoRA parameters for."""
+
+
+def query_value_lora_parameters(n_layer, n_embd, head_size, n_head, n_query_groups, r):
+    """The reference for 11.3: LitGPT's LoRA on query and value only (its defaults)."""
+    q_out, kv_out = n_head * head_size, n_query_groups * head_size
+    return n_layer * (r * (n_embd + q_out) + r * (n_embd + kv_out))
+
+
+def _litgpt_counts(answer) -> list[float]:
+    from . import as_number
+
+    refuse_course_solution(answer, lora_parameter_count, registered=query_value_lora_parameters)
+    return [as_number(call_answer(answer, *config)) for config in LITGPT_CONFIGS]
+
+
+def _same_litgpt_counts(answer, expected) -> bool:
+    return all(
+        got == query_value_lora_parameters(*config)
+        for got, config in zip(_litgpt_counts(answer), LITGPT_CONFIGS, strict=True)
+    )
+
+
+def _litgpt_count_hint(answer, expected):
+    for got, config in zip(_litgpt_counts(answer), LITGPT_CONFIGS, strict=True):
+        n_layer, n_embd, head_size, n_head, groups, r = config
+        want = query_value_lora_parameters(*config)
+        if got == want:
+            continue
+        if got == n_layer * 2 * r * (2 * n_embd):
+            return "value's output has n_query_groups * head_size features, not n_embd"
+        if got == want / n_layer:
+            return "that is one layer: every one of the n_layer blocks is adapted"
+        if got == n_layer * r * (3 * n_embd + n_head * head_size + 2 * groups * head_size):
+            return "key is not adapted by default: lora_query and lora_value only"
+        return None
+    return None
+
+
+register(
+    "11.3",
+    "Write answer_11_3(n_layer, n_embd, head_size, n_head, n_query_groups, r): the trainable "
+    "parameters of `litgpt finetune_lora` with its defaults (lora_query and lora_value).",
+    lambda: query_value_lora_parameters,
+    _same_litgpt_counts,
+    hints=[_litgpt_count_hint],
+    fallback_hint="r * (d_in + d_out) for the query part and the value part of attn.qkv, per layer",
 )
