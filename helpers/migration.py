@@ -154,6 +154,14 @@ def _check_chat_format():
     parameters = list(api.signature(clone).parameters)[:3]
     if parameters != ["model", "tokenizer", "source_tokenizer_path"]:
         _fail(f"trl.clone_chat_template takes {parameters} now")
+    from .models import load_model, prepare_model
+
+    model, tokenizer = load_model("tiny-random-smollm2", device="cpu")
+    result, _ = _warnings_of(
+        lambda: clone(model, tokenizer, str(prepare_model("tiny-random-smollm2")))
+    )
+    if not isinstance(result, tuple) or len(result) != 3:
+        _fail(f"clone_chat_template returns {type(result).__name__}, not (model, tokenizer, added)")
 
 
 def _check_dtype():
@@ -275,9 +283,80 @@ def _check_overwrite_output_dir():
     _keyword_gone("transformers.TrainingArguments", "overwrite_output_dir")
 
 
+def _tiny_trainer(**config):
+    """(the SFTTrainer built on the tiny model with these SFTConfig settings, its warnings)."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from .models import load_model
+
+    model, tokenizer = load_model("tiny-random-smollm2", device="cpu")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "completion": [{"role": "assistant", "content": "yo"}],
+        }
+    ]
+    data = Dataset.from_list(rows * 2)
+    return _warnings_of(
+        lambda: SFTTrainer(
+            model=model, processing_class=tokenizer, train_dataset=data, args=_sft_config(**config)
+        )
+    )
+
+
 def _check_liger():
     _keyword_gone("transformers.TrainingArguments", "use_liger")
     _keyword_current("transformers.TrainingArguments", "use_liger_kernel")
+    _, messages = _tiny_trainer(use_liger_kernel=True)
+    if not any("use_liger_kernel" in m and "deprecated" in m for m in messages):
+        _fail("SFTTrainer no longer warns that use_liger_kernel=True is deprecated")
+
+
+def _check_dataset_formatting():
+    _gone("trl.extras.dataset_formatting")
+    for name in ("FORMAT_MAPPING", "instructions_formatting_function"):
+        _gone(f"trl.extras.dataset_formatting.{name}")
+    _gone("trl.extras.dataset_formatting.conversations_formatting_function")
+
+
+def _check_keys_to_not_convert():
+    _gone("transformers.integrations.bitsandbytes.get_keys_to_not_convert")
+    _gone("transformers.utils.bitsandbytes.get_keys_to_not_convert")
+    _keyword_current("transformers.BitsAndBytesConfig", "llm_int8_skip_modules")
+
+
+def _check_trainer_needs_data():
+    from trl import SFTTrainer
+
+    from .models import load_model
+
+    model, tokenizer = load_model("tiny-random-smollm2", device="cpu")
+    try:
+        SFTTrainer(model=model, processing_class=tokenizer, args=_sft_config())
+    except ValueError as err:
+        if "train_dataset" in str(err):
+            return
+        _fail(f"SFTTrainer without train_dataset raised another error: {err}")
+    _fail("SFTTrainer(model=...) without train_dataset is accepted again")
+
+
+def _check_kbit_checkpointing():
+    from peft import prepare_model_for_kbit_training
+
+    from .models import load_model
+
+    def prepared(**kwargs):
+        model, _ = load_model("tiny-random-smollm2", quantization="4bit", device="cpu")
+        return _warnings_of(lambda: prepare_model_for_kbit_training(model, **kwargs))[1]
+
+    if not any("gradient_checkpointing_enable" in m and "deprecated" in m for m in prepared()):
+        _fail("prepare_model_for_kbit_training(model) no longer warns about gradient_checkpointing")
+    quiet = prepared(use_gradient_checkpointing=False)
+    if any("deprecated" in m for m in quiet):
+        _fail(
+            f"prepare_model_for_kbit_training(..., use_gradient_checkpointing=False) warns: {quiet}"
+        )
 
 
 def _check_grpo_prompt_length():
@@ -321,9 +400,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "trl",
         "setup_chat_format(model, tokenizer)",
-        "clone_chat_template(model, tokenizer, source_tokenizer_path)",
+        "model, tokenizer, added = clone_chat_template(model, tokenizer, source_tokenizer_path)",
         "removed",
-        "copies another tokenizer's chat template, adds its new tokens, resizes the embeddings",
+        "not a drop-in: it copies the template of another tokenizer (which you must name), "
+        "adds that tokenizer's special tokens, resizes the embeddings and returns three values; "
+        "a model whose tokenizer has a chat template (SmolLM2-Instruct) needs neither",
         _check_chat_format,
     ),
     Migration(
@@ -424,11 +505,46 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         "TrainingArguments / SFTConfig",
-        "use_liger=True",
-        "use_liger_kernel=True",
-        "removed",
-        "",
+        "use_liger=True, or use_liger_kernel=True",
+        'SFTConfig(model_init_kwargs={"use_kernels": True}) (kernels from the Hub)',
+        "deprecated",
+        "use_liger is gone; SFTTrainer warns that use_liger_kernel=True goes in trl 2.0. Hub "
+        "kernels need the kernels package and a download, so the course uses neither",
         _check_liger,
+    ),
+    Migration(
+        "trl.extras.dataset_formatting",
+        "FORMAT_MAPPING, instructions_formatting_function, conversations_formatting_function",
+        "(drop them) a data set with messages or prompt/completion columns",
+        "removed",
+        "SFTTrainer applies the chat template to conversational columns itself",
+        _check_dataset_formatting,
+    ),
+    Migration(
+        "transformers.integrations.bitsandbytes",
+        "get_keys_to_not_convert(model)",
+        "BitsAndBytesConfig(llm_int8_skip_modules=[...]), or nothing",
+        "removed",
+        "from_pretrained keeps the LM head unquantized by itself; name other modules to skip",
+        _check_keys_to_not_convert,
+    ),
+    Migration(
+        "SFTTrainer",
+        "SFTTrainer(model=model, args=config) and the data set later",
+        "SFTTrainer(model=model, args=config, train_dataset=dataset)",
+        "removed",
+        "raises ValueError: `train_dataset` is required (the trainer prepares it when built)",
+        _check_trainer_needs_data,
+    ),
+    Migration(
+        "peft",
+        "prepare_model_for_kbit_training(model)",
+        "prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), and "
+        "activation_checkpointing=True in the SFTConfig",
+        "deprecated",
+        "its default use_gradient_checkpointing=True calls model.gradient_checkpointing_enable(), "
+        "which raises transformers' FutureWarning; the trainer turns checkpointing on itself",
+        _check_kbit_checkpointing,
     ),
     Migration(
         "peft",

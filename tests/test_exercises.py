@@ -132,3 +132,33 @@ def test_a_function_answer_that_is_not_written_yet_or_raises_gets_a_verdict_not_
         assert not correct and "asks for a function (def ...), got int" in line
     finally:
         del exercises.EXERCISES["99.1"]
+
+
+def _chapter_cells():
+    import nbformat
+
+    from helpers.grading import cells
+
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    for path in sorted(root.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        yield path.name[:2], nb, cells
+
+
+def test_every_chapter_exercise_is_checked_in_its_chapter():
+    checked = set()
+    for _, nb, cells in _chapter_cells():
+        checked |= {cells.exercise_id(c) for c in nb.cells if cells.is_graded(c)}
+    chapters = {number[:2] for number in checked}
+    registered = {n for n in exercises.EXERCISES if n[:2] in chapters}
+    assert registered == checked
+
+
+def test_chapters_01_on_have_two_exercises_where_the_learner_writes_code():
+    """A code exercise's answer cell is a function; a number to look up does not count."""
+    for chapter, nb, cells in _chapter_cells():
+        written = [
+            c for c in nb.cells if cells.is_solution(c) and c.source.lstrip().startswith("def ")
+        ]
+        if chapter != "00":
+            assert len(written) >= 2, f"chapter {chapter} has {len(written)} code exercises"

@@ -184,3 +184,48 @@ def test_the_checked_config_loads_a_model_in_4_bits():
 def test_solutions_are_computed_from_first_principles():
     assert abs(exercises.solution("02.2") - 0.33791524) < 1e-6  # 0.03 / 0.08 = 0.375
     assert exercises.solution("02.3") == 36.0  # 64 x 4 bits + 32 bits = 288 bits
+
+
+# --- 02.5: block-wise lookup-table quantization -----------------------------------------------
+def blockwise_by_hand(x, levels, blocksize):
+    blocks = x.view(-1, blocksize)
+    absmax = blocks.abs().max(dim=1).values
+    scaled = blocks / absmax[:, None]
+    codes = (scaled[..., None] - levels).abs().argmin(dim=-1)
+    return codes.flatten(), absmax
+
+
+def blockwise_one_scale(x, levels, blocksize):
+    absmax = x.abs().max()
+    codes = ((x / absmax)[:, None] - levels).abs().argmin(dim=-1)
+    return codes, absmax
+
+
+def blockwise_signed_max(x, levels, blocksize):
+    blocks = x.view(-1, blocksize)
+    scale = blocks.max(dim=1).values
+    codes = ((blocks / scale[:, None])[..., None] - levels).abs().argmin(dim=-1)
+    return codes.flatten(), scale
+
+
+def blockwise_levels_not_indices(x, levels, blocksize):
+    codes, absmax = blockwise_by_hand(x, levels, blocksize)
+    return levels[codes], absmax
+
+
+def blockwise_with_the_helper(x, levels, blocksize):
+    from helpers.quantization import nearest_level
+
+    blocks = x.view(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    return nearest_level(blocks / absmax[:, None], levels).flatten(), absmax
+
+
+RIGHT["02.5"] = [blockwise_by_hand]
+WRONG["02.5"] = [
+    (blockwise_one_scale, "each block of blocksize values gets its own"),
+    (blockwise_signed_max, "largest absolute value"),
+    (blockwise_levels_not_indices, "the index of a level"),
+    (blockwise_with_the_helper, "write it yourself"),
+    (lambda x, levels, blocksize: x, "a pair (codes, absmax)"),
+]

@@ -26,6 +26,12 @@ def test_the_table_covers_the_renames_learners_meet_most():
         "evaluation_strategy",
         "ConstantLengthDataset",
         "logging_dir",
+        # calls in the code of dvgodoy/FineTuningLLMs that break or warn under the pins
+        "FORMAT_MAPPING, instructions_formatting_function, conversations_formatting_function",
+        "get_keys_to_not_convert",
+        "SFTTrainer",
+        "prepare_model_for_kbit_training",
+        "use_liger",
     ):
         assert any(name == old for name, _ in pairs), old
     assert {row.status for row in migration.MIGRATIONS} == {"removed", "deprecated"}

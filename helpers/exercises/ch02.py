@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-from . import AnswerMissing, as_number, call_answer, near_ratio, near_value, number, register
+from . import (
+    AnswerMissing,
+    as_number,
+    call_answer,
+    near_ratio,
+    near_value,
+    number,
+    refuse_course_solution,
+    register,
+)
 
 QUANTIZER_SEED = 2026
 """Exercise 02.1 draws its test tensors from this seed: tensors the chapter never shows."""
@@ -246,4 +255,97 @@ register(
     _compare_bnb,
     hints=[_bnb_hint],
     fallback_hint="BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=..., ...)",
+)
+
+
+# ---------------------------------------------------------------- 02.5
+BLOCK_CASES = ((128, 64, 51), (96, 32, 52), (40, 8, 53))
+"""Exercise 02.5: (length, blocksize, seed) of the random tensors the check quantizes."""
+
+
+def _block_inputs():
+    import torch
+
+    from ..quantization import nf4_levels, uniform_levels
+
+    cases = []
+    for (length, blocksize, seed), levels in zip(
+        BLOCK_CASES, (nf4_levels(), uniform_levels(4), nf4_levels()), strict=True
+    ):
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(length, generator=generator) * 0.05
+        x[: blocksize // 2] *= 10  # one block with an outlier-sized scale
+        cases.append((x, levels, blocksize))
+    return cases
+
+
+def _blockwise_quantize():
+    from ..quantization import blockwise_quantize
+
+    return blockwise_quantize
+
+
+def _block_answers(answer):
+    import torch
+
+    from ..quantization import blockwise_quantize, nearest_level
+
+    refuse_course_solution(answer, nearest_level, registered=blockwise_quantize)
+    got = []
+    for x, levels, blocksize in _block_inputs():
+        result = call_answer(answer, x.clone(), levels.clone(), blocksize)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise AnswerMissing("return a pair (codes, absmax)")
+        codes, absmax = (torch.as_tensor(t) for t in result)
+        got.append((codes, absmax, (x, levels, blocksize)))
+    return got
+
+
+def _same_blocks(answer, expected) -> bool:
+    import torch
+
+    from ..quantization import blockwise_quantize
+
+    for codes, absmax, (x, levels, blocksize) in _block_answers(answer):
+        want_codes, want_absmax = blockwise_quantize(x, levels, blocksize)
+        if codes.numel() != x.numel() or absmax.numel() != want_absmax.numel():
+            return False
+        if not torch.equal(codes.flatten().long(), want_codes.flatten().long()):
+            return False
+        if not torch.allclose(absmax.flatten().float(), want_absmax, rtol=1e-6):
+            return False
+    return True
+
+
+def _block_hint(answer, expected):
+    import torch
+
+    from ..quantization import blockwise_quantize
+
+    for codes, absmax, (x, levels, blocksize) in _block_answers(answer):
+        want_codes, want_absmax = blockwise_quantize(x, levels, blocksize)
+        if absmax.numel() == 1 and want_absmax.numel() > 1:
+            return "one scale for the whole tensor: each block of blocksize values gets its own"
+        if absmax.numel() != want_absmax.numel():
+            return f"{x.numel()} values in blocks of {blocksize} need {want_absmax.numel()} scales"
+        if torch.allclose(absmax.flatten().float(), x.view(-1, blocksize).amax(dim=1)):
+            return "the scale is the largest absolute value, max|x|, of each block"
+        if codes.numel() != x.numel():
+            return "return one code per value"
+        if codes.float().min() < 0 or codes.float().max() > len(levels) - 1:
+            return "a code is the index of a level (0 to 15), not the level itself"
+        if not torch.equal(codes.flatten().long(), want_codes.flatten().long()):
+            return "divide each block by its absmax, then take the index of the nearest level"
+    return None
+
+
+register(
+    "02.5",
+    "Write answer_02_5(x, levels, blocksize): block-wise quantization with a lookup table. "
+    "Cut the 1-D tensor x into blocks of blocksize values, divide each block by its absmax, "
+    "and replace each value by the index of the nearest of `levels`; return (codes, absmax).",
+    lambda: _blockwise_quantize(),
+    _same_blocks,
+    hints=[_block_hint],
+    fallback_hint="blocks = x.view(-1, blocksize); absmax per row; nearest level per value",
 )
