@@ -151,13 +151,14 @@ class Run:
 
     @property
     def command(self) -> str:
-        """The command as you would type it: ``cd`` into the folder it ran in, then ``litgpt``
-        (on your PATH once LitGPT's environment is active: ``source .venv-litgpt/bin/activate``
-        in the course folder)."""
+        """The command as you would type it: ``litgpt`` run from the folder it ran in, in a
+        subshell ``( cd ... && litgpt ... )`` so that several printed lines run one after the
+        other from the same folder (``litgpt`` is on your PATH once LitGPT's environment is
+        active: ``source .venv-litgpt/bin/activate`` in the course folder)."""
         if not self.args[0].endswith("litgpt"):
             return ""
         command = shlex.join(["litgpt", *self.args[1:]])
-        return f"cd {shlex.quote(self.cwd)} && {command}" if self.cwd else command
+        return f"(cd {shlex.quote(self.cwd)} && {command})" if self.cwd else command
 
 
 def _run(args: list[str], cwd: str | Path | None = None, timeout: float = 1800) -> Run:

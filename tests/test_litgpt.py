@@ -98,17 +98,20 @@ def test_a_missing_environment_names_make_litgpt(tmp_path, monkeypatch):
         litgpt.litgpt("--help")
 
 
-def test_a_printed_command_runs_as_printed(lit_bin, tmp_path):
+def test_printed_commands_run_as_printed_one_after_another(lit_bin, tmp_path, monkeypatch):
     import os
 
-    folder = tmp_path / "work"
-    folder.mkdir()
-    run = litgpt.litgpt("convert_to_litgpt", "--help", cwd=folder)
-    assert run.command == f"cd {folder} && litgpt convert_to_litgpt --help"
-    # typed into a shell with LitGPT's environment active, it does the same
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path)  # the chapter's folders are relative to notebooks/
+    first = litgpt.litgpt("convert_to_litgpt", "--help", cwd="work")
+    second = litgpt.litgpt("merge_lora", "--help", cwd="work")
+    assert first.command == "(cd work && litgpt convert_to_litgpt --help)"
+    # both lines pasted into one shell, with LitGPT's environment active, run as they did
     env = {**os.environ, "PATH": f"{litgpt.venv_dir() / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    again = subprocess.run(run.command, shell=True, env=env, capture_output=True, text=True)
-    assert again.returncode == 0 and "checkpoint_dir" in again.stdout
+    script = f"set -e\n{first.command}\n{second.command}\n"
+    again = subprocess.run(script, shell=True, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "checkpoint_dir" in again.stdout and again.stdout.count("usage:") == 2
 
 
 def test_a_failing_command_says_what_failed(lit_bin):

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,28 @@ def test_refuses_weights_that_are_not_safetensors(tmp_path, model_dir):
     torch.save(load_file(str(model_dir / "model.safetensors")), tmp_path / "pytorch_model.bin")
     with pytest.raises(OSError):
         server_app.load_for_serving(str(tmp_path))
+
+
+def test_the_server_command_chapter_08_prints_parses_with_the_servers_parser():
+    """The line a learner copies from chapter 08's stored output starts the same server."""
+    import shlex
+
+    import nbformat
+
+    from helpers.serving.__main__ import parser
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "08_deployment.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    printed = [
+        line.strip()
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        for line in output.get("text", "").splitlines()
+        if line.strip().startswith("python -m helpers.serving")
+    ]
+    assert printed, "chapter 08 no longer prints the server command"
+    for line in printed:
+        args = parser().parse_args(shlex.split(line)[3:])
+        assert args.model_dir.endswith("merged") and args.port == 8000
+        assert args.model_name == "smollm2-yoda"
