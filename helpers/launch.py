@@ -300,7 +300,11 @@ def deepspeed_config(
     """A DeepSpeed ZeRO config for ``TrainingArguments(deepspeed=...)`` (shown, not run here).
 
     ``"auto"`` values are filled in by transformers from the ``TrainingArguments``, so the
-    batch size, accumulation and precision are set in one place.
+    batch size, accumulation and precision are set in one place. With the optimizer
+    offloaded the config names the optimizer too: without an ``"optimizer"`` section the
+    Trainer hands DeepSpeed torch's AdamW, which DeepSpeed refuses under ZeRO-Offload
+    (``ZeRORuntimeException``: it wants its own CPU Adam); with one, DeepSpeed builds its CPU
+    Adam and transformers fills the ``"auto"`` learning rate, betas and weight decay.
     """
     check_zero_settings(1, stage, offload_optimizer, offload_params)
     zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
@@ -308,13 +312,17 @@ def deepspeed_config(
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return {
+    config: dict = {
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
         "bf16": {"enabled": "auto"},
-        "zero_optimization": zero,
     }
+    if offload_optimizer:
+        auto = dict.fromkeys(("lr", "betas", "eps", "weight_decay"), "auto")
+        config["optimizer"] = {"type": "AdamW", "params": auto}
+    config["zero_optimization"] = zero
+    return config
 
 
 def deepspeed_status() -> str:

@@ -35,19 +35,21 @@ _TRAINING = {
     "gradient_accumulation_steps": "batches summed into one update (a larger batch, same memory)",
     "num_train_epochs": "passes over the data; ignored when max_steps is set",
     "max_steps": "a fixed number of updates, the chapter's training budget",
-    "learning_rate": "LoRA starts its update at zero and needs a larger step than "
-    "trl's 2e-5, which suits full fine-tuning",
-    "lr_scheduler_type": "warm up, then decay smoothly to zero",
+    "learning_rate": "a step moves only the small factors B and A, and the weights by their "
+    "product: LoRA recipes use rates 10-100x trl's 2e-5, which suits full fine-tuning",
+    "lr_scheduler_type": "warm up, then decay smoothly towards zero",
     "warmup_steps": "a float below 1 is a fraction of the steps: 10% warm-up, no early jolt",
-    "max_length": "the Yoda examples need about 70 tokens; longer limits only cost time",
+    "max_length": "the longest Yoda conversation fits with room to spare (section 2 prints "
+    "it); longer limits only cost time",
     "activation_checkpointing": "recomputing activations saves memory but costs compute; "
     "a 135M model at 128 tokens fits without it",
     "gradient_checkpointing": "the deprecated old name of activation_checkpointing; "
     "transformers keeps it equal to the new one",
     "logging_steps": "log the loss every 5 steps: enough points for a short run's curve",
     "save_strategy": "no checkpoints during a short run; the adapter is saved once at the end",
-    "seed": "a fixed seed: the same run on every machine",
-    "data_seed": "the same batch order on every machine",
+    "seed": "the course's seed: the same initial adapters and draws on every run (results "
+    "can still differ slightly between machines)",
+    "data_seed": "the batch order's seed, written out (None would reuse seed)",
     "eval_strategy": "evaluate during training, on held-out examples",
     "eval_steps": "how often the held-out loss is measured",
     "eval_on_start": "measure the held-out loss once before the first step: where the curve starts",

@@ -12,7 +12,7 @@ Defaults and why:
   forward pass (about a third more compute); a 135M model at short sequence
   lengths fits without it. Chapter 05 measures the trade.
 - ``report_to="none"``: no tracking service is reachable offline.
-- seeds fixed, so a run is the same run on every machine.
+- seeds fixed, so a run repeats its random draws (machines may still differ in the last digits).
 - the loss sends only the *scored* positions (those whose next token carries
   loss: the answer) through the 49,152-wide output layer. trl's own loss
   projects every position, prompt and padding included, and recomputes that

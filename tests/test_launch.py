@@ -206,6 +206,10 @@ def test_deepspeed_config_follows_the_stage_and_refuses_nonsense():
     assert three["zero_optimization"]["stage"] == 3
     assert three["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert "offload_optimizer" not in launch.deepspeed_config(2)["zero_optimization"]
+    # ZeRO-Offload refuses the Trainer's torch AdamW: the config must name DeepSpeed's own
+    assert three["optimizer"]["type"] == "AdamW"
+    assert set(three["optimizer"]["params"].values()) == {"auto"}
+    assert "optimizer" not in launch.deepspeed_config(2)
     with pytest.raises(ValueError, match="needs ZeRO stage 3"):
         launch.deepspeed_config(2, offload_params=True)
 
