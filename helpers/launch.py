@@ -252,8 +252,10 @@ def multinode_commands(nnodes: int = 2, nproc_per_node: int = 8, host: str = "10
         f"torchrun --nnodes={nnodes} --nproc_per_node={nproc_per_node} --node_rank=$NODE_RANK \\",
         f"    --master_addr={host} --master_port=29500 {job}",
         "",
-        "# accelerate: the same, from each machine's config (or flags; NODE_RANK as above)",
-        f"accelerate launch --num_machines {nnodes} --num_processes {nnodes * nproc_per_node} \\",
+        "# accelerate: the same, from each machine's config (or flags; NODE_RANK as above);",
+        "# --multi_gpu is accelerate's local-processes mode, also for ranks on the CPU",
+        f"accelerate launch --multi_gpu --num_machines {nnodes} \\",
+        f"    --num_processes {nnodes * nproc_per_node} \\",
         f"    --machine_rank $NODE_RANK --main_process_ip {host} --main_process_port 29500 \\",
         f"    {job}",
     ]

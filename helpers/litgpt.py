@@ -409,8 +409,8 @@ if __name__ == "__main__":
 
 
 # ---------------------------------------------------------------- measuring
-def read_losses(out_dir: str | Path) -> list[tuple[int, float]]:
-    """(step, training loss) from the CSV log ``litgpt finetune_lora --logger_name csv``
+def read_metric(out_dir: str | Path, column: str) -> list[tuple[int, float]]:
+    """(step, value) of one column of the CSV log ``litgpt finetune_lora --logger_name csv``
     writes under OUT_DIR/logs/csv/version_*/metrics.csv (the newest version)."""
     import csv
 
@@ -419,12 +419,29 @@ def read_losses(out_dir: str | Path) -> list[tuple[int, float]]:
         raise FileNotFoundError(
             f"no metrics.csv under {out_dir}/logs/csv: run finetune_lora with --logger_name csv"
         )
-    losses = {}
+    values = {}
     with open(logs[-1], encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            if row.get("loss") and row.get("step"):
-                losses[int(float(row["step"]))] = float(row["loss"])
-    return sorted(losses.items())
+            if row.get(column) and row.get("step"):
+                values[int(float(row["step"]))] = float(row[column])
+    return sorted(values.items())
+
+
+def read_losses(out_dir: str | Path) -> list[tuple[int, float]]:
+    """(step, training loss) from LitGPT's CSV log."""
+    return read_metric(out_dir, "loss")
+
+
+def learning_rates_used(out_dir: str | Path) -> list[float]:
+    """The learning rate each optimizer step of ``finetune_lora`` ran with, steps 1, 2, ...
+
+    LitGPT logs ``learning_rate`` after ``scheduler.step()``, that is the rate of the *next*
+    step; its warm-up starts at 0 (``LambdaLR(step / warmup_steps)``), so the first step ran
+    at 0. transformers logs the rate a step ran with, so this list lines up with
+    ``[e["learning_rate"] for e in trainer.state.log_history if "loss" in e]``.
+    """
+    logged = [rate for _, rate in read_metric(out_dir, "learning_rate")]
+    return [0.0, *logged[:-1]]
 
 
 def throughput(stdout: str) -> dict[str, float]:

@@ -508,8 +508,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "use_liger=True, or use_liger_kernel=True",
         'SFTConfig(model_init_kwargs={"use_kernels": True}) (kernels from the Hub)',
         "deprecated",
-        "use_liger is gone; SFTTrainer warns that use_liger_kernel=True goes in trl 2.0. Hub "
-        "kernels need the kernels package and a download, so the course uses neither",
+        "use_liger is gone; SFTTrainer warns that use_liger_kernel=True goes in trl 2.0 and "
+        "names Hub kernels instead: not Liger's fused cross-entropy, and model_init_kwargs only "
+        "apply to a model passed by name (a loaded one takes from_pretrained(..., "
+        "use_kernels=True)); they need the kernels package and a download, so the course uses "
+        "neither",
         _check_liger,
     ),
     Migration(
@@ -549,9 +552,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "peft",
         "prepare_model_for_int8_training(model)",
-        "prepare_model_for_kbit_training(model)",
+        "prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)",
         "removed",
-        "works for 8-bit and 4-bit models",
+        "works for 8-bit and 4-bit models; the old call's checkpointing default warns now (the "
+        "row above)",
         _check_kbit_training,
     ),
     Migration(

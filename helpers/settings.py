@@ -39,8 +39,8 @@ _TRAINING = {
     "product: LoRA recipes use rates 10-100x trl's 2e-5, which suits full fine-tuning",
     "lr_scheduler_type": "warm up, then decay smoothly towards zero",
     "warmup_steps": "a float below 1 is a fraction of the steps: 10% warm-up, no early jolt",
-    "max_length": "the longest Yoda conversation fits with room to spare (section 2 prints "
-    "it); longer limits only cost time",
+    "max_length": "the longest Yoda conversation fits (section 2 prints it); batches are "
+    "padded to their longest example, so the limit matters only for longer data",
     "activation_checkpointing": "recomputing activations saves memory but costs compute; "
     "a 135M model at 128 tokens fits without it",
     "gradient_checkpointing": "the deprecated old name of activation_checkpointing; "
@@ -55,7 +55,7 @@ _TRAINING = {
     "eval_on_start": "measure the held-out loss once before the first step: where the curve starts",
     "do_eval": "set by transformers itself whenever eval_strategy is not 'no'",
     "report_to": "no tracking service is reachable offline",
-    "fp16": "no fp16: bf16 (or fp32) is the half precision the course uses",
+    "fp16": "no fp16: the course computes in bf16 where the hardware has it, else in fp32",
     "dataloader_num_workers": "batches are made in the main process: workers cost more "
     "than they save on 2 cores",
     "bf16": "bf16 autocast only where the hardware has bf16 instructions; "
@@ -64,7 +64,8 @@ _TRAINING = {
 }
 
 _LORA = {
-    "r": "the rank of each low-rank update: 16 learns the task in a few dozen steps",
+    "r": "the rank of each low-rank update: 16 is ample for this task (chapter 03 counts "
+    "what a rank costs)",
     "lora_alpha": "the update is scaled by alpha / r; alpha = 2r is the usual choice",
     "target_modules": "adapt every linear layer of the blocks (peft leaves the output "
     "layer, lm_head, alone)",

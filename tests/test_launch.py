@@ -198,7 +198,11 @@ def test_printed_commands_run_as_printed(tmp_path):
     ]
     assert len(commands) == 3
     for line in commands:
-        assert _launcher_and_job(line)[2].out == "losses.json"
+        launcher, args, job_args = _launcher_and_job(line)
+        assert job_args.out == "losses.json"
+        if launcher == "accelerate":
+            # without it, accelerate on CPU-only machines starts its one-process MPI mode
+            assert args.multi_gpu and args.num_machines == 2 and args.num_processes == 16
 
 
 def test_deepspeed_config_follows_the_stage_and_refuses_nonsense():

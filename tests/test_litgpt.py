@@ -237,6 +237,17 @@ def test_read_losses_takes_the_newest_csv_log(tmp_path):
         litgpt.read_losses(tmp_path / "empty")
 
 
+def test_learning_rates_used_are_the_logged_ones_shifted_by_one_step(tmp_path):
+    # LitGPT logs the rate after scheduler.step(): the rate of the next step
+    folder = tmp_path / "logs/csv/version_0"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text(
+        "iter,learning_rate,loss,step\n1,0.001,3.0,1\n2,0.002,2.0,2\n3,0.0015,1.0,3\n"
+    )
+    assert litgpt.learning_rates_used(tmp_path) == [0.0, 0.001, 0.002]
+    assert litgpt.read_metric(tmp_path, "loss") == [(1, 3.0), (2, 2.0), (3, 1.0)]
+
+
 def test_throughput_and_answers_are_read_from_litgpt_output():
     summary = (
         "| - Input Tokens              :    595\n| - Tokens w/ Prompt          :   1,299\n"

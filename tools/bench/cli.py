@@ -3,12 +3,14 @@
     python -m tools.bench [--quick] [--model NAME] [--out DIR] [--budget S] [--compile]
                             [--variants NAME ...]
     python -m tools.bench course [--out DIR] [--timeout S] [--only 00 03]
+    python -m tools.bench profile [--out DIR] [--model NAME]
     python -m tools.bench report [--out DIR]
 
 The first runs the benchmark (about 12 minutes on a 2-core CPU) and writes
 ``results.json`` and ``results.md``; ``course`` executes every chapter notebook and writes
-``course.json`` (tens of minutes); ``report`` renders ``results.md`` again from the JSON
-files (after ``course``, for example).
+``course.json`` (tens of minutes); ``profile`` profiles one training step of the course's
+recipe and of chapter 00's and writes ``profile.json`` (a few minutes); ``report`` renders
+``results.md`` again from the JSON files (after ``course``, for example).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from helpers import repo
 
-COMMANDS = ("run", "course", "report")
+COMMANDS = ("run", "course", "profile", "report")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             f"in {results['meta']['seconds']:.0f} s"
         )
         return 0
+    if args.command == "profile":
+        from helpers.models import DEFAULT_MODEL
+
+        from . import step_profile
+
+        result = step_profile.run(args.model or DEFAULT_MODEL, out)
+        print(f"wrote {out / 'profile.json'} in {result['meta']['seconds']:.0f} s")
     if args.command == "course":
         from helpers.models import DEFAULT_MODEL
 

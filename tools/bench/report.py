@@ -182,7 +182,46 @@ def course_table(course: dict) -> list[str]:
     return rows
 
 
-def render(results: dict, course: dict | None = None) -> str:
+def profile_section(profile: dict) -> list[str]:
+    """Where one step's time goes (``tools/bench/step_profile.py``), with its own date."""
+    meta = profile["meta"]
+    names = list(profile["recipes"])
+    lines = [
+        "## Where a step's time goes",
+        "",
+        f"Profiled on {meta['date']}: {meta['cpu']}, {meta['cores']} cores "
+        f"({meta['cpu_capability']}, native bf16: {'yes' if meta['bf16_native'] else 'no'}), "
+        f"torch {meta['torch']} ({meta['threads']} threads); one optimizer step of each recipe "
+        "after its warm-up, under `torch.profiler` (which slows every operator a little: read "
+        "the shares). Groups of operators' self time, as `tools/bench/step_profile.py` defines "
+        "them.",
+        "",
+        "| share of the step | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    recipes = profile["recipes"]
+    groups = list(next(iter(recipes.values()))["shares"])
+    for group in groups:
+        cells = [_pct(recipes[n]["shares"][group]) for n in names]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| step (s), profiled | "
+        + " | ".join(_num(recipes[n]["wall_seconds"], 2) for n in names)
+        + " |"
+    )
+    lines.append(
+        "| collating one batch (s), outside the step | "
+        + " | ".join(f"{recipes[n]['collation_seconds']:.4f}" for n in names)
+        + " |"
+    )
+    described = "; ".join(
+        f"{n}: {recipes[n]['description']}, bf16 autocast {'on' if recipes[n]['bf16'] else 'off'}"
+        for n in names
+    )
+    return lines + ["", described + "."]
+
+
+def render(results: dict, course: dict | None = None, profile: dict | None = None) -> str:
     lines = ["# Benchmark: the course's recipe vs the classic one", ""]
     lines += header(results["meta"]) + [""]
     busy = [name for name, race in results.get("races", {}).items() if race.get("busy")]
@@ -220,6 +259,8 @@ def render(results: dict, course: dict | None = None) -> str:
             "",
         ]
         lines += course_table(course) + [""]
+    if profile is not None:
+        lines += profile_section(profile) + [""]
     lines += ["## Sections of this run", "", "| section | seconds |", "|---|---|"]
     for name, seconds in results["sections"].items():
         lines.append(f"| {name} | {_num(seconds, 0)} |")

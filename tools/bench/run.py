@@ -898,6 +898,12 @@ def read_course(out_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def read_profile(out_dir: str | Path) -> dict | None:
+    """``profile.json`` (``python -m tools.bench profile``, :mod:`.step_profile`), if any."""
+    path = Path(out_dir) / "profile.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write results.json and results.md (with course.json's figures when it exists)."""
     out = Path(out_dir)
@@ -908,7 +914,7 @@ def write(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     json_path = out / "results.json"
     json_path.write_text(json.dumps(_clean(results), indent=2, allow_nan=False) + "\n")
     md_path = out / "results.md"
-    md_path.write_text(report.render(results, course))
+    md_path.write_text(report.render(results, course, read_profile(out)))
     return json_path, md_path
 
 
