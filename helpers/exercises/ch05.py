@@ -11,7 +11,7 @@ import warnings
 
 from ..data import load_dataset
 from ..memory.estimate import estimate_training_memory
-from . import AnswerMissing, call_answer, keywords_set, one_of, register
+from . import AnswerMissing, as_number, call_answer, keywords_set, one_of, register
 
 KNOB_CONFIG = {"batch_size": 8, "seq_len": 512, "lora_rank": 16}
 """Exercise 05.1: the starting point (fp32, SDPA, AdamW, no checkpointing)."""
@@ -240,8 +240,6 @@ def model_state_bytes(total_parameters, trainable_parameters, weight_bytes):
 
 
 def _state_answers(answer) -> list[float]:
-    from . import as_number
-
     return [as_number(call_answer(answer, *case)) for case in STATE_CASES]
 
 

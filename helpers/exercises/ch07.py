@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..metrics import normalized_exact_match
+from ..metrics import Rate, normalized_exact_match
 from . import (
     AnswerMissing,
+    as_number,
     call_answer,
     names_used,
     near_value,
@@ -117,9 +118,6 @@ def wilson_interval(hits, n):
 
 
 def _intervals(answer) -> list[tuple[float, float]]:
-    from ..metrics import Rate
-    from . import as_number
-
     refuse_course_solution(answer, Rate, registered=wilson_interval)
     if names_used(answer) & {"binomtest", "proportion_ci", "proportion_confint"}:
         raise AnswerMissing("write it yourself: compute the Wilson formula, not scipy/statsmodels")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..litgpt import litgpt_record, lora_parameter_count
-from . import call_answer, near_value, number, refuse_course_solution, register
+from . import as_number, call_answer, near_value, number, refuse_course_solution, register
 
 # ---------------------------------------------------------------- 11.1
 UNSEEN_ROWS = [
@@ -121,8 +121,6 @@ def query_value_lora_parameters(n_layer, n_embd, head_size, n_head, n_query_grou
 
 
 def _litgpt_counts(answer) -> list[float]:
-    from . import as_number
-
     refuse_course_solution(answer, lora_parameter_count, registered=query_value_lora_parameters)
     return [as_number(call_answer(answer, *config)) for config in LITGPT_CONFIGS]
 
