@@ -60,7 +60,8 @@ _TRAINING = {
     "than they save on 2 cores",
     "bf16": "bf16 autocast only where the hardware has bf16 instructions; "
     "emulated bf16 is many times slower (trl turns it on everywhere)",
-    "use_cpu": "train on the CPU when there is no GPU (trl refuses bf16 on a CPU without it)",
+    "use_cpu": "train on the CPU when there is no GPU (without it, transformers refuses "
+    "bf16=True, trl's default, on a machine without a bf16 GPU)",
 }
 
 _LORA = {
