@@ -893,15 +893,19 @@ def rewrite(out_dir: str | Path) -> tuple[Path, Path]:
     return write(results, out_dir)
 
 
-def read_course(out_dir: str | Path) -> dict | None:
-    path = Path(out_dir) / "course.json"
+def _read_json(out_dir: str | Path, name: str) -> dict | None:
+    path = Path(out_dir) / name
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_course(out_dir: str | Path) -> dict | None:
+    """``course.json`` (``python -m tools.bench course``), if any."""
+    return _read_json(out_dir, "course.json")
 
 
 def read_profile(out_dir: str | Path) -> dict | None:
     """``profile.json`` (``python -m tools.bench profile``, :mod:`.step_profile`), if any."""
-    path = Path(out_dir) / "profile.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _read_json(out_dir, "profile.json")
 
 
 def write(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
